@@ -1,0 +1,4 @@
+from backbone.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,41 @@
+"""What every console script shares: logging set-up and turning user errors into one line + exit code.
+
+Each ``main(argv=None) -> int`` parses its arguments, then calls :func:`run_command`, which runs the
+chosen subcommand and maps :class:`~backbone.errors.InputError` to ``error: <file>: <problem>`` on
+stderr with exit code 2 (no traceback), and Ctrl-C to exit code 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from backbone.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(verbose: int = 0) -> None:
+    """INFO to stderr by default, DEBUG with -v; one line per record."""
+    level = logging.DEBUG if verbose > 0 else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+
+
+def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
+    """Run ``func(args)``; turn user errors into one stderr line and a non-zero exit code."""
+    setup_logging(getattr(args, "verbose", 0))
+    try:
+        return int(func(args) or 0)
+    except InputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def wants_progress() -> bool:
+    """Progress bars only on a terminal (tqdm's ``disable`` argument is ``not wants_progress()``)."""
+    return sys.stderr.isatty()

@@ -1,0 +1,59 @@
+"""Atomic output files: write to a temporary file beside the target, then rename.
+
+A killed process therefore leaves either the old file or the complete new one, never half of one.
+Outputs may not overwrite a file the user gave as input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from backbone.errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder; on success rename it onto ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    Raises :class:`InputError` if ``path`` is one of ``inputs`` (we never overwrite a user's input)
+    or if its folder cannot be created.
+    """
+    target = Path(path)
+    for item in inputs:
+        with contextlib.suppress(OSError):
+            if target.exists() and os.path.samefile(target, item):
+                raise InputError(target, "output would overwrite an input file; choose another output path")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(target.parent, f"cannot create output folder ({err.strerror})") from None
+    if target.is_dir():
+        raise InputError(target, "output path is a folder, expected a file")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, **kwargs: Any) -> None:
+    """Atomically write ``data`` to ``path``."""
+    with atomic_path(path, **kwargs) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = None, **kwargs: Any) -> None:
+    """Atomically write ``obj`` as JSON to ``path`` (NaN and infinity are refused: they are not JSON)."""
+    text = json.dumps(obj, indent=indent, allow_nan=False)
+    write_bytes(path, text.encode("utf-8"), **kwargs)

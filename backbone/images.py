@@ -1,0 +1,97 @@
+"""Reading images from disk into one form: ``np.ndarray[H, W, 3]``, ``uint8``, RGB.
+
+Every package reads images through :func:`read_image`, so grayscale, RGBA, palette, 16-bit, CMYK and
+EXIF-rotated files behave the same everywhere, and every failure is one :class:`InputError` line
+naming the file. Decoding is OpenCV's (``IMREAD_COLOR`` applies the EXIF orientation and scales
+16-bit samples to 8 bits); the pixel count is read from the header first with Pillow, so a huge
+image is refused before it is decoded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from backbone.errors import InputError
+
+#: Largest image accepted by default: 100 megapixels (about 300 MB decoded). Larger files are refused
+#: with a message; pass ``max_pixels`` (``--max-pixels`` on the command line) to allow them.
+MAX_PIXELS = 100_000_000
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+
+Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below, with a clearer message
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header, or None where Pillow cannot identify the format."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read ``path`` as an RGB image.
+
+    Returns:
+        ``np.ndarray[H, W, 3]`` of ``uint8`` in RGB order, EXIF orientation applied.
+
+    Raises:
+        InputError: missing, unreadable, empty, not an image, truncated, or above ``max_pixels``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file")
+    if p.is_dir():
+        raise InputError(p, "is a folder, expected an image file")
+    try:
+        data = p.read_bytes()
+    except PermissionError:
+        raise InputError(p, "permission denied") from None
+    except OSError as err:
+        raise InputError(p, f"cannot read ({err.strerror or err})") from None
+    if not data:
+        raise InputError(p, "empty file")
+    size = _header_size(p)
+    if size is not None and size[0] * size[1] > max_pixels:
+        w, h = size
+        raise InputError(
+            p, f"image is {w}x{h} ({w * h / 1e6:.0f} MP), above the {max_pixels / 1e6:.0f} MP limit; "
+            "downscale it or raise --max-pixels")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(p, "not a readable image (corrupt, truncated or unsupported format)")
+    if img.shape[0] * img.shape[1] > max_pixels:  # formats Pillow could not size
+        raise InputError(p, f"image is {img.shape[1]}x{img.shape[0]}, above the {max_pixels / 1e6:.0f} MP limit")
+    if size is not None and _is_truncated(p, data):
+        raise InputError(p, "truncated image file")
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _is_truncated(path: Path, data: bytes) -> bool:
+    """OpenCV silently decodes a truncated JPEG (grey bottom rows); check the end-of-image markers."""
+    suffix = path.suffix.lower()
+    if data[:3] == b"\xff\xd8\xff":  # JPEG: must end with EOI (allow trailing padding)
+        return b"\xff\xd9" not in data[-64:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":  # PNG: must contain the IEND chunk
+        return b"IEND" not in data[-32:]
+    del suffix
+    return False
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """All image files under ``folder`` (recursively), sorted. Raises InputError if there are none."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(root, "no such folder")
+    files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    if not files:
+        raise InputError(root, f"no image files ({', '.join(IMAGE_SUFFIXES[:3])} ...) in folder")
+    return files

@@ -1,0 +1,4 @@
+from detect.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The ``detect`` command: detection, proposals, training, evaluation.
+
+Examples::
+
+    detect run photo.jpg                          # zero-shot ILSVRC-200 detector (ImageNet GoogLeNet)
+    detect run photos/ --weights a.pt b.pt --out dets.json --save-vis vis/
+    detect proposals photo.jpg --method ss --out boxes.json
+    detect train --annotations ann.json --images imgs/ --out runs/rc1
+    detect multibox train --annotations ann.json --images imgs/ --out runs/mb
+    detect eval --annotations ann.json --results dets.json
+
+Each subcommand lives in ``detect/commands/<name>.py`` with ``add_arguments(parser)`` and
+``main(args) -> int``; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from backbone.console import run_command
+
+#: subcommand -> (module under detect.commands, one-line help)
+COMMANDS = {
+    "run": ("run", "detect objects in images or folders"),
+    "proposals": ("proposals", "compute region proposals (selective search, MultiBox, both)"),
+    "train": ("train", "fine-tune a region classifier on cached proposals"),
+    "multibox": ("multibox", "train or run the MultiBox proposal network"),
+    "eval": ("evaluate", "evaluate detections against COCO or ILSVRC ground truth"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detect", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"detect.commands.{module_name}")
+        p = sub.add_parser(name, help=help_text, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(func=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args, "detect")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

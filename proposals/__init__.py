@@ -1,0 +1,1 @@
+"""GoogLeNet region proposals: selective search (Uijlings et al.) and MultiBox (Erhan et al.)."""
