@@ -1,0 +1,322 @@
+"""MultiBox: class-agnostic box proposals from a GoogLeNet trunk.
+
+Implements the proposal network of Erhan et al. 2014 ("Scalable Object Detection using Deep Neural
+Networks", sections 2-3) as used in the GoogLeNet paper (Szegedy et al. 2014, section 8: "200 region
+proposals coming from multi-box") and refined in Szegedy et al. 2014 ("Scalable, High-Quality Object
+Detection", section 3: priors from clustering, matching against priors).
+
+* **Priors**: ``K`` boxes in normalised ``[0, 1]`` xyxy coordinates, the k-means cluster centres of the
+  training boxes (:func:`kmeans_priors`). They live in the model as a buffer, so every checkpoint holds
+  them. The papers use about 800 priors; ``K`` is :attr:`MultiBoxConfig.num_priors`, capped by the number
+  of training boxes.
+* **Head** (our choice; the papers used the network's fully connected top): on the trunk's
+  ``forward_features`` map (``N x 1024 x S/32 x S/32``) a 1x1 conv to ``head_channels`` + ReLU, adaptive
+  average pooling to a ``head_grid x head_grid`` grid (so the head keeps coarse *where* information, which
+  global pooling would throw away, and does not depend on the input size), dropout, and one linear layer
+  to ``K x 5`` numbers: per prior 4 offsets (normalised by the image size, added to the prior) and one
+  confidence logit.
+* **Matching** (:func:`match`): bipartite (Hungarian, ``scipy.optimize.linear_sum_assignment``) between
+  the K boxes and the G ground-truth boxes, cost = squared L2 distance of the normalised xyxy coordinates
+  (Erhan et al. eq. 1). By default the *priors* are matched (Szegedy et al. "Scalable, High-Quality",
+  section 3: stable targets early in training); ``match_on="predictions"`` matches the predicted boxes as
+  in Erhan et al.
+* **Loss** (:func:`multibox_loss`), per image, averaged over the batch (Erhan et al. eq. 4):
+  ``alpha * 1/2 sum ||l_i - g_j||^2`` over matched pairs ``+`` logistic confidence loss summed over all K
+  predictions (target 1 for matched, 0 otherwise), ``alpha = 0.3``.
+* **Inference** (:meth:`MultiBox.propose`): the image is warped to a fixed square ``input_size`` and
+  normalised with the backbone's mean/std; boxes come back in original pixels, clipped, the ``top_k``
+  (200, GoogLeNet section 8) by sigmoid confidence, as :class:`~proposals.types.Proposals` with source
+  index 1 (``"multibox"``). No NMS by default (the papers rank raw outputs; :mod:`proposals.merge`
+  removes near-duplicates when combining with selective search); ``nms_iou`` turns one on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.cluster.vq import kmeans2
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+from torchvision.ops import clip_boxes_to_image, nms
+
+from proposals.types import SOURCES, Proposals
+
+log = logging.getLogger(__name__)
+
+#: Source index of MultiBox boxes in :class:`~proposals.types.Proposals`.
+MULTIBOX_SOURCE = SOURCES.index("multibox")
+
+#: ImageNet mean / std on [0, 1] RGB (torchvision's GoogLeNet weights); used when no backbone preprocessing
+#: is given.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class MultiBoxConfig:
+    """Everything needed to rebuild a MultiBox model (stored in its checkpoint)."""
+
+    num_priors: int = 800  # ~800 priors (Szegedy et al., "Scalable, High-Quality Object Detection", sec. 4)
+    input_size: int = 224  # GoogLeNet's receptive field, Table 1; images are warped to this square
+    variant: str = "paper"  # backbone variant: "paper" (Table 1) or "torchvision"
+    head_channels: int = 128  # 1x1 reduction before the grid pooling (our choice, see module docstring)
+    head_grid: int = 4  # grid of the adaptive pooling: 4x4 cells keep coarse location
+    dropout: float = 0.4  # as GoogLeNet's classifier (Table 1: dropout 40%)
+    alpha: float = 0.3  # weight of the location term (Erhan et al. 2014, sec. 3, alpha = 0.3)
+    match_on: str = "priors"  # "priors" or "predictions": which boxes the bipartite matching compares
+    top_k: int = 200  # boxes kept per image at inference (GoogLeNet paper, sec. 8)
+    conf_prior: float = 0.01  # initial confidence (logit bias), so 800 negatives do not swamp early training
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.match_on not in ("priors", "predictions"):
+            raise ValueError(f"match_on must be 'priors' or 'predictions', not {self.match_on!r}")
+        if self.num_priors < 1 or self.input_size < 32 or self.top_k < 1:
+            raise ValueError("num_priors and top_k must be >= 1 and input_size >= 32")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "MultiBoxConfig":
+        names = {f.name for f in dataclasses.fields(MultiBoxConfig)}
+        return MultiBoxConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class MultiBoxOutput:
+    """Raw network output for a batch.
+
+    Attributes:
+        boxes: ``Tensor[N, K, 4]`` predicted boxes, ``(x1, y1, x2, y2)`` normalised to ``[0, 1]`` by the
+            image width/height (prior + predicted offset; not clamped).
+        logits: ``Tensor[N, K]`` confidence logits (sigmoid = probability that the box holds an object).
+    """
+
+    boxes: torch.Tensor
+    logits: torch.Tensor
+
+
+# ------------------------------------------------------------------------------------------- priors
+
+
+def kmeans_priors(boxes: torch.Tensor, k: int, *, seed: int = 0, iterations: int = 30) -> torch.Tensor:
+    """Cluster normalised training boxes into ``k`` priors.
+
+    Args:
+        boxes: ``Tensor[M, 4]`` ``(x1, y1, x2, y2)`` normalised to ``[0, 1]`` by each image's size.
+        k: number of priors wanted; if there are at most ``k`` distinct boxes, those boxes are the priors.
+        seed: k-means++ seeding.
+
+    Returns:
+        ``Tensor[min(k, distinct boxes), 4]`` float32 cluster centres, sorted by area (largest first) so
+        the order is reproducible.
+    """
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
+        raise ValueError(f"need Tensor[M>0, 4] of boxes, got {tuple(boxes.shape)}")
+    data = np.unique(boxes.detach().cpu().double().numpy(), axis=0)
+    if data.shape[0] <= k:
+        centres = data
+    else:
+        centres, labels = kmeans2(data, k, iter=iterations, minit="++", seed=seed)
+        used = np.unique(labels)  # drop clusters that ended empty
+        if used.size < k:
+            log.info("k-means: %d of %d clusters empty, keeping %d priors", k - used.size, k, used.size)
+        centres = centres[used]
+    centres = torch.as_tensor(centres, dtype=torch.float32).clamp(0, 1)
+    area = (centres[:, 2] - centres[:, 0]) * (centres[:, 3] - centres[:, 1])
+    return centres[torch.argsort(-area, stable=True)]
+
+
+# ----------------------------------------------------------------------------------------- the model
+
+
+class MultiBoxHead(nn.Module):
+    """Feature map ``N x C x h x w`` -> ``N x K x 5`` (4 offsets + 1 logit per prior)."""
+
+    def __init__(self, in_channels: int, num_priors: int, *, channels: int, grid: int, dropout: float,
+                 conf_prior: float) -> None:
+        super().__init__()
+        self.num_priors = num_priors
+        self.reduce = nn.Conv2d(in_channels, channels, kernel_size=1)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels * grid * grid, num_priors * 5)
+        # Start at "boxes = priors, confidence = conf_prior": small offsets, biased logits.
+        nn.init.normal_(self.fc.weight, std=1e-3)
+        nn.init.zeros_(self.fc.bias)
+        with torch.no_grad():
+            self.fc.bias.view(num_priors, 5)[:, 4] = float(np.log(conf_prior / (1 - conf_prior)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.reduce(features), inplace=True)  # N x channels x h x w
+        x = self.pool(x)  # N x channels x grid x grid
+        x = self.dropout(torch.flatten(x, 1))  # N x channels*grid*grid
+        return self.fc(x).view(-1, self.num_priors, 5)  # N x K x 5
+
+
+class MultiBox(nn.Module):
+    """GoogLeNet trunk + MultiBox head.
+
+    Args:
+        trunk: any module with ``forward_features(x) -> Tensor[N, C, h, w]`` and ``num_features = C``
+            (the backbone's GoogLeNet; tests use a tiny stand-in).
+        priors: ``Tensor[K, 4]`` normalised xyxy priors (see :func:`kmeans_priors`).
+        config: the rest; ``config.num_priors`` is informational, ``K`` comes from ``priors``.
+    """
+
+    def __init__(self, trunk: nn.Module, priors: torch.Tensor, config: MultiBoxConfig) -> None:
+        super().__init__()
+        if priors.ndim != 2 or priors.shape[1] != 4 or priors.shape[0] == 0:
+            raise ValueError(f"priors must be Tensor[K>0, 4], got {tuple(priors.shape)}")
+        self.config = config
+        self.trunk = trunk
+        self.register_buffer("priors", priors.detach().float().clone())
+        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.head = MultiBoxHead(int(trunk.num_features), priors.shape[0], channels=config.head_channels,
+                                 grid=config.head_grid, dropout=config.dropout, conf_prior=config.conf_prior)
+
+    @property
+    def num_priors(self) -> int:
+        return int(self.priors.shape[0])
+
+    def forward(self, x: torch.Tensor) -> MultiBoxOutput:
+        """``x``: ``Tensor[N, 3, S, S]`` normalised images (see :meth:`preprocess`)."""
+        features = self.trunk.forward_features(x)  # N x 1024 x S/32 x S/32
+        out = self.head(features)  # N x K x 5
+        boxes = self.priors.unsqueeze(0) + out[..., :4]  # N x K x 4, normalised xyxy
+        return MultiBoxOutput(boxes=boxes, logits=out[..., 4])
+
+    # ----------------------------------------------------------------------------------- inference
+
+    def preprocess(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """One RGB image -> ``Tensor[3, S, S]`` float32 on the model's device, warped and normalised.
+
+        ``image``: ``np.ndarray[H, W, 3]`` uint8, or ``Tensor[3, H, W]`` (uint8, or float in ``[0, 1]``).
+        """
+        size = self.config.input_size
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
+            resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+            t = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255)
+        else:
+            t = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+            t = F.interpolate(t.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False)[0]
+        t = t.to(self.mean.device)
+        return (t - self.mean[0]) / self.std[0]
+
+    @torch.no_grad()
+    def propose_batch(self, images: Sequence[np.ndarray | torch.Tensor], *, top_k: int | None = None,
+                      nms_iou: float | None = None) -> list[Proposals]:
+        """:meth:`propose` for several images in one forward pass (images may differ in size)."""
+        if len(images) == 0:
+            return []
+        top_k = self.config.top_k if top_k is None else top_k
+        sizes = [(img.shape[0], img.shape[1]) if isinstance(img, np.ndarray) else tuple(img.shape[-2:])
+                 for img in images]
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(torch.stack([self.preprocess(img) for img in images]))
+        finally:
+            self.train(was_training)
+        results = []
+        for i, (h, w) in enumerate(sizes):
+            scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+            boxes = out.boxes[i].float().cpu().clamp(0, 1) * scale
+            boxes = clip_boxes_to_image(boxes, (int(h), int(w)))
+            # a box needs x2 >= x1 and y2 >= y1: a prediction with swapped corners becomes its hull
+            boxes = torch.stack([torch.minimum(boxes[:, 0], boxes[:, 2]), torch.minimum(boxes[:, 1], boxes[:, 3]),
+                                 torch.maximum(boxes[:, 0], boxes[:, 2]), torch.maximum(boxes[:, 1], boxes[:, 3])], 1)
+            scores = torch.sigmoid(out.logits[i].float().cpu())
+            order = torch.argsort(scores, descending=True, stable=True)
+            if nms_iou is not None:
+                order = nms(boxes, scores, nms_iou)
+            order = order[:top_k]
+            results.append(Proposals(boxes[order].contiguous(), scores[order].contiguous(),
+                                     torch.full((order.numel(),), MULTIBOX_SOURCE, dtype=torch.int64)))
+        return results
+
+    def propose(self, image: np.ndarray | torch.Tensor, *, top_k: int | None = None,
+                nms_iou: float | None = None) -> Proposals:
+        """The ``top_k`` most confident boxes of one image.
+
+        Args:
+            image: ``np.ndarray[H, W, 3]`` uint8 RGB, or ``Tensor[3, H, W]``.
+            top_k: boxes kept (default ``config.top_k`` = 200).
+            nms_iou: optional greedy NMS threshold applied before taking the top ``top_k``.
+
+        Returns:
+            :class:`Proposals`: boxes ``Tensor[k, 4]`` xyxy in original pixels, clipped to the image;
+            scores = sigmoid confidence, decreasing; sources all 1 (``"multibox"``).
+        """
+        return self.propose_batch([image], top_k=top_k, nms_iou=nms_iou)[0]
+
+
+# ---------------------------------------------------------------------------------- matching + loss
+
+
+def match(boxes: torch.Tensor, gt_boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bipartite matching of ``K`` boxes to ``G`` ground-truth boxes (Hungarian algorithm).
+
+    Args:
+        boxes: ``Tensor[K, 4]`` normalised xyxy (priors or predictions).
+        gt_boxes: ``Tensor[G, 4]`` normalised xyxy.
+
+    Returns:
+        ``(box_index, gt_index)``: two ``LongTensor[min(K, G)]`` such that ``boxes[box_index[m]]`` is
+        assigned to ``gt_boxes[gt_index[m]]``, minimising the summed squared L2 distance; each box and each
+        ground truth is used at most once.
+    """
+    if boxes.shape[0] == 0 or gt_boxes.shape[0] == 0:
+        empty = torch.zeros(0, dtype=torch.int64)
+        return empty, empty.clone()
+    cost = torch.cdist(boxes.detach().double().cpu(), gt_boxes.detach().double().cpu()).pow(2)
+    rows, cols = linear_sum_assignment(cost.numpy())
+    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+
+
+def multibox_loss(output: MultiBoxOutput, gt_boxes: Sequence[torch.Tensor], priors: torch.Tensor, *,
+                  alpha: float = 0.3, match_on: str = "priors") -> tuple[torch.Tensor, dict[str, float]]:
+    """Erhan et al. eq. 4: ``alpha * F_match + F_conf``, per image, averaged over the batch.
+
+    Args:
+        output: network output for ``N`` images (``boxes Tensor[N, K, 4]``, ``logits Tensor[N, K]``).
+        gt_boxes: ``N`` tensors ``Tensor[G_i, 4]``, normalised xyxy (``G_i`` may be 0: all negatives).
+        priors: ``Tensor[K, 4]`` normalised xyxy (used when ``match_on == "priors"``).
+        alpha: weight of the location term.
+        match_on: ``"priors"`` or ``"predictions"``.
+
+    Returns:
+        ``(loss, metrics)``: scalar loss with gradients; metrics ``loc``, ``conf`` (batch means) and
+        ``matched`` (mean matched boxes per image).
+    """
+    n = output.boxes.shape[0]
+    if len(gt_boxes) != n:
+        raise ValueError(f"{n} outputs but {len(gt_boxes)} ground-truth lists")
+    targets = torch.zeros_like(output.logits)
+    loc_terms = []
+    matched = 0
+    for i, gt in enumerate(gt_boxes):
+        gt = gt.to(output.boxes.device, torch.float32)
+        basis = priors if match_on == "priors" else output.boxes[i]
+        bi, gi = match(basis, gt)
+        bi, gi = bi.to(gt.device), gi.to(gt.device)
+        matched += bi.numel()
+        targets[i, bi] = 1.0
+        loc_terms.append(0.5 * (output.boxes[i, bi] - gt[gi]).pow(2).sum())
+    loc = torch.stack(loc_terms).mean()
+    conf = F.binary_cross_entropy_with_logits(output.logits.float(), targets, reduction="sum") / n
+    loss = alpha * loc + conf
+    return loss, {"loc": float(loc.detach()), "conf": float(conf.detach()), "matched": matched / max(n, 1)}
