@@ -1,0 +1,186 @@
+"""Region crops: R-CNN's warp with context padding, the ONE crop function of training and testing.
+
+Paper: Szegedy et al. 2014, section 8 uses R-CNN (Girshick et al. 2014) with GoogLeNet as the region
+classifier and leaves the crop open; we take R-CNN's ``rcnn_im_crop`` choice (appendix A of the R-CNN
+paper): dilate each box so that ``padding`` pixels of context surround it at the warped size, warp the
+dilated box anisotropically (no aspect preservation) to ``size x size``, and fill whatever lies outside
+the image with the mean.
+
+Deviations from ``rcnn_im_crop.m``:
+
+- Continuous coordinates (pixel ``i`` covers ``[i, i+1)``, no ``+1``) and no rounding of the dilated box:
+  the crop is sampled at sub-pixel positions, so the part of the crop inside the image is exact rather
+  than rounded to whole pixels.
+- Sampling is :func:`torchvision.ops.roi_align` (``aligned=True``). With the default
+  ``sampling_ratio=0`` it averages ``ceil(box_size / size)`` bilinear samples per output pixel and axis,
+  i.e. it antialiases when a large box is shrunk (MATLAB's ``imresize`` in R-CNN was called with
+  antialiasing off). ``sampling_ratio=1`` gives plain bilinear sampling at pixel centres, the same
+  sampling as ``cv2.resize(..., INTER_LINEAR)``.
+
+Memory: one crop is ``3 * size * size`` values (224 px float32: 602 KB), so 2,000 proposals take
+1.2 GB. :func:`iter_warped` yields the crops ``batch_size`` at a time from one prepared copy of the image;
+use it (as :class:`detect.classifier.Ensemble` does) whenever the proposal count is not small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch.nn import functional as F
+from torchvision.ops import roi_align
+
+#: ImageNet mean (RGB) in the 0..255 range: the default fill, as R-CNN filled with its mean image.
+IMAGENET_MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How regions are cut out for the region classifier (stored in every region-classifier checkpoint).
+
+    Attributes:
+        size: side of the square crop in pixels. 224 = GoogLeNet's input (paper Table 1).
+        padding: context pixels around the box at the warped size. 16 = R-CNN's choice (R-CNN appendix A);
+            the GoogLeNet paper does not state one.
+        sampling_ratio: bilinear samples per output pixel and axis, as in ``roi_align``; 0 = adaptive
+            (``ceil(box_side / size)``, antialiasing large boxes), 1 = plain bilinear like ``cv2.resize``.
+    """
+
+    size: int = 224
+    padding: int = 16
+    sampling_ratio: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.padding < 0 or 2 * self.padding >= self.size:
+            raise ValueError(f"invalid crop: size {self.size}, padding {self.padding} "
+                             "(need size >= 1 and 0 <= 2 * padding < size)")
+        if self.sampling_ratio < 0:
+            raise ValueError(f"sampling_ratio must be >= 0, got {self.sampling_ratio}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "CropConfig":
+        return CropConfig(**{k: d[k] for k in ("size", "padding", "sampling_ratio") if k in d})
+
+
+def dilate_boxes(boxes: torch.Tensor, *, size: int = 224, padding: int = 16) -> torch.Tensor:
+    """Boxes grown about their centres so that ``padding`` px of context surround them after warping.
+
+    Args:
+        boxes: ``Tensor[P, 4]`` ``(x1, y1, x2, y2)`` absolute pixels, no ``+1``.
+    Returns:
+        ``Tensor[P, 4]`` float32, each side scaled by ``size / (size - 2 * padding)`` independently in x
+        and y (anisotropic, as R-CNN); may extend beyond the image.
+    """
+    boxes = boxes.to(torch.float32)
+    scale = size / (size - 2 * padding)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0) / 2 * scale
+    return torch.cat([centre - half, centre + half], dim=1)
+
+
+def _fill_vector(image: torch.Tensor, fill: Sequence[float] | torch.Tensor | None) -> torch.Tensor:
+    if fill is None:
+        fill = IMAGENET_MEAN_255
+    vec = torch.as_tensor(fill, dtype=torch.float32, device=image.device).reshape(-1)
+    if vec.numel() == 1:
+        vec = vec.expand(image.shape[0])
+    if vec.numel() != image.shape[0]:
+        raise ValueError(f"fill has {vec.numel()} values for an image of {image.shape[0]} channels")
+    return vec
+
+
+def _prepare(image: torch.Tensor, fill_vec: torch.Tensor) -> torch.Tensor:
+    """``Tensor[1, C, H+2, W+2]`` float32: image minus fill, with a one-pixel border of zeros.
+
+    Subtracting the fill makes "outside the image" equal to 0, which is what ``roi_align`` returns for
+    samples beyond the border; the zero border makes samples within a pixel of the edge blend towards
+    the fill instead of repeating the edge pixel (roi_align clamps there).
+    """
+    if image.ndim != 3:
+        raise ValueError(f"expected an image Tensor[C, H, W], got shape {tuple(image.shape)}")
+    x = image.to(torch.float32) - fill_vec[:, None, None]
+    return F.pad(x, (1, 1, 1, 1))[None]
+
+
+def _warp_prepared(prepared: torch.Tensor, boxes: torch.Tensor, fill_vec: torch.Tensor, crop: CropConfig,
+                   out_dtype: torch.dtype) -> torch.Tensor:
+    dilated = dilate_boxes(boxes.to(prepared.device), size=crop.size, padding=crop.padding) + 1.0  # border
+    # A zero-width box would get zero adaptive samples (an all-fill crop); give it a sliver of width.
+    mid = (dilated[:, :2] + dilated[:, 2:]) / 2
+    half = ((dilated[:, 2:] - dilated[:, :2]) / 2).clamp(min=1e-2)
+    dilated = torch.cat([mid - half, mid + half], dim=1)
+    rois = torch.cat([dilated.new_zeros(len(dilated), 1), dilated], dim=1)
+    out = roi_align(prepared, rois, output_size=(crop.size, crop.size), spatial_scale=1.0,
+                    sampling_ratio=crop.sampling_ratio, aligned=True)
+    out += fill_vec[None, :, None, None]
+    if out_dtype == torch.uint8:
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.to(out_dtype)
+
+
+def warp_regions(image: torch.Tensor, boxes: torch.Tensor, *, size: int = 224, padding: int = 16,
+                 fill: Sequence[float] | torch.Tensor | None = None, sampling_ratio: int = 0,
+                 out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Warp every box of one image, with context padding, to a ``size x size`` crop (one batched op).
+
+    Args:
+        image: ``Tensor[C, H, W]`` uint8 or float, on any device (the crops are made there).
+        boxes: ``Tensor[P, 4]`` ``(x1, y1, x2, y2)`` absolute pixels of ``image``, no ``+1``.
+        size, padding, sampling_ratio: see :class:`CropConfig`.
+        fill: per-channel value for the parts of a dilated box outside the image, in the image's value
+            range; default the ImageNet mean in 0..255 (pass e.g. ``mean`` for a 0..1 float image).
+        out_dtype: dtype of the result; values stay in the image's range (uint8 is rounded and clamped).
+
+    Returns:
+        ``Tensor[P, C, size, size]`` on ``image.device``. Memory is ``P * C * size * size`` values: for
+        thousands of boxes use :func:`iter_warped`.
+    """
+    crop = CropConfig(size=size, padding=padding, sampling_ratio=sampling_ratio)
+    fill_vec = _fill_vector(image, fill)
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"expected boxes Tensor[P, 4], got shape {tuple(boxes.shape)}")
+    if len(boxes) == 0:
+        return torch.zeros((0, image.shape[0], size, size), dtype=out_dtype, device=image.device)
+    return _warp_prepared(_prepare(image, fill_vec), boxes, fill_vec, crop, out_dtype)
+
+
+def iter_warped(image: torch.Tensor, boxes: torch.Tensor, *, crop: CropConfig = CropConfig(),
+                fill: Sequence[float] | torch.Tensor | None = None, batch_size: int = 256,
+                out_dtype: torch.dtype = torch.float32) -> Iterator[torch.Tensor]:
+    """Yield :func:`warp_regions` of ``boxes`` in order, ``batch_size`` boxes at a time.
+
+    The image is converted and padded once; peak memory is one chunk of crops
+    (``batch_size * C * size * size`` values) plus one float copy of the image.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    fill_vec = _fill_vector(image, fill)
+    prepared = _prepare(image, fill_vec)
+    for start in range(0, len(boxes), batch_size):
+        yield _warp_prepared(prepared, boxes[start:start + batch_size], fill_vec, crop, out_dtype)
+
+
+def normalize(crops: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
+              value_scale: float = 255.0) -> torch.Tensor:
+    """``(crops / value_scale - mean) / std`` per channel: the network's input from raw crops.
+
+    Args:
+        crops: ``Tensor[P, C, S, S]`` in the image's value range (0..255 for uint8 images).
+        mean, std: per-channel statistics in the 0..1 range (a ``Preprocessing``'s mean and std).
+        value_scale: the image's full-scale value (255 for uint8 images, 1 for 0..1 floats).
+    Returns:
+        float ``Tensor[P, C, S, S]`` (float32 unless ``crops`` is another floating dtype).
+    """
+    dtype = crops.dtype if crops.is_floating_point() else torch.float32
+    m = torch.as_tensor(mean, dtype=dtype, device=crops.device).reshape(1, -1, 1, 1) * value_scale
+    s = torch.as_tensor(std, dtype=dtype, device=crops.device).reshape(1, -1, 1, 1) * value_scale
+    return (crops.to(dtype) - m) / s
+
+
+def image_to_tensor(image) -> torch.Tensor:
+    """``np.ndarray[H, W, 3]`` uint8 RGB (from ``read_image``) -> ``Tensor[3, H, W]`` uint8 (no copy of values)."""
+    return torch.from_numpy(image).permute(2, 0, 1)
