@@ -1,0 +1,449 @@
+"""Detection data sets read into one form: :class:`DetectionDataset` of :class:`ImageRecord`.
+
+Readers for the ground truth the detector is trained and evaluated on:
+
+* COCO instances JSON (:func:`read_coco`): ``bbox`` is ``[x, y, w, h]`` in absolute pixels; it becomes
+  ``(x1, y1, x2, y2) = (x, y, x + w, y + h)``. Categories keep their own ids (1..90 with gaps) in
+  :attr:`DetectionDataset.category_ids`; labels are contiguous ``1..K`` in order of category id.
+  ``iscrowd`` becomes :attr:`ImageRecord.ignore`.
+* PASCAL-VOC-style XML, one file per image (:func:`read_voc_xml`), the layout of the ILSVRC DET devkit
+  (WordNet ids as ``<name>``) and of PASCAL VOC. Their ``<bndbox>`` holds 1-based inclusive pixel
+  coordinates; they become ``(x1, y1, x2, y2) = (xmin - 1, ymin - 1, xmax, ymax)``, so that a box's width
+  ``x2 - x1`` equals the devkit's ``xmax - xmin + 1``. VOC's ``<difficult>`` becomes ``ignore``.
+
+All readers treat degenerate boxes the same way: boxes are clipped to the image, boxes left with zero
+or negative width or height are dropped, and one warning gives their count. Everything else that is wrong
+with a file (not JSON, missing fields, duplicate or dangling ids, unknown class names) is an
+:class:`~backbone.errors.InputError` naming the file. Image files are not opened here: ``file`` is where
+the image should be, and whoever reads pixels gets ``read_image``'s error if it is not there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from backbone.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: The 200 ILSVRC 2014 DET classes in the devkit's order (index, wnid, WordNet names), shipped with us.
+ILSVRC_DET200 = Path(__file__).resolve().parent / "data" / "ilsvrc_det200.tsv"
+
+#: PASCAL VOC's 20 classes in the devkit's order (used when ``read_voc_xml`` gets no class list).
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+               "train", "tvmonitor")
+
+_WNID = re.compile(r"^n\d{8}$")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Ground truth of one image.
+
+    Attributes:
+        image_id: the data set's own id, kept for output (COCO: image id; VOC/ILSVRC: file name without
+            suffix as listed in the image set, e.g. ``ILSVRC2013_val_00000001``).
+        file: absolute path where the image should be (not checked here).
+        width, height: image size in pixels.
+        boxes: ``Tensor[N, 4]`` float32 ``(x1, y1, x2, y2)``, absolute pixels, no ``+1``.
+        labels: ``Tensor[N]`` int64, contiguous ``1..K``.
+        ignore: ``Tensor[N]`` bool: COCO ``iscrowd`` / VOC ``difficult``.
+    """
+
+    image_id: int | str
+    file: Path
+    width: int
+    height: int
+    boxes: Tensor
+    labels: Tensor
+    ignore: Tensor
+
+    def __post_init__(self) -> None:
+        n = self.boxes.shape[0]
+        if self.boxes.shape != (n, 4) or self.labels.shape != (n,) or self.ignore.shape != (n,):
+            raise ValueError(f"inconsistent ground-truth shapes {tuple(self.boxes.shape)}, "
+                             f"{tuple(self.labels.shape)}, {tuple(self.ignore.shape)}")
+
+
+@dataclass(frozen=True)
+class DetectionDataset:
+    """A detection data set: records plus its class list.
+
+    Attributes:
+        records: one :class:`ImageRecord` per image, in the file's order (images without objects kept).
+        class_names: ``class_names[k - 1]`` is the readable name of label ``k``.
+        category_ids: the data set's own id of label ``k`` at ``k - 1`` (COCO category id; ILSVRC wnid;
+            VOC class name).
+        kind: ``"coco"``, ``"ilsvrc"`` or ``"voc"``.
+        source: the annotation file or folder it was read from.
+        image_index: ILSVRC devkit's 1-based image index per ``image_id``, from the image-set file's
+            second column (empty when there was none: then the index is the position in ``records`` + 1).
+    """
+
+    records: list[ImageRecord]
+    class_names: list[str]
+    category_ids: list[int | str]
+    kind: str
+    source: Path
+    image_index: dict[int | str, int] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of foreground classes."""
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+# --------------------------------------------------------------------------------------------- common
+def _clip_and_filter(boxes: list[list[float]], width: int, height: int) -> tuple[Tensor, Tensor]:
+    """Clip ``boxes`` (xyxy lists) to the image; return (clipped float32 boxes, keep mask)."""
+    t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    t[:, 0::2] = t[:, 0::2].clamp(0, width)
+    t[:, 1::2] = t[:, 1::2].clamp(0, height)
+    keep = (t[:, 2] > t[:, 0]) & (t[:, 3] > t[:, 1])
+    return t, keep
+
+
+def _warn_dropped(source: Path, dropped: int) -> None:
+    if dropped:
+        log.warning("%s: %d boxes of zero size or outside their image dropped (boxes are clipped to the image)",
+                    source, dropped)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ----------------------------------------------------------------------------------------------- COCO
+def _load_json(path: Path) -> Any:
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected a JSON file")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not valid JSON (not UTF-8 text)") from None
+    except OSError as err:
+        raise InputError(path, f"cannot read ({err.strerror or err})") from None
+
+
+def _require_list(path: Path, data: dict, key: str) -> list:
+    if key not in data:
+        raise InputError(path, f"not a COCO instances file: no '{key}' field")
+    if not isinstance(data[key], list):
+        raise InputError(path, f"'{key}' must be a list")
+    return data[key]
+
+
+def _check_fields(path: Path, kind: str, item: Any, fields: Sequence[str]) -> None:
+    if not isinstance(item, dict):
+        raise InputError(path, f"each entry of '{kind}s' must be an object, got {type(item).__name__}")
+    for name in fields:
+        if name not in item:
+            ident = f" id {item['id']}" if "id" in item else ""
+            raise InputError(path, f"{kind}{ident} has no '{name}' field")
+
+
+def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None = None) -> DetectionDataset:
+    """Read a COCO instances JSON file.
+
+    Args:
+        annotations: the ``instances_*.json`` file.
+        images: folder holding the images' ``file_name``; default: the annotation file's folder.
+
+    Returns:
+        A :class:`DetectionDataset` of kind ``"coco"``; records in the order of ``"images"``, images
+        without annotations kept; labels ``1..K`` in order of category id.
+
+    Raises:
+        InputError: not JSON, missing ``images``/``annotations``/``categories`` or entry fields, duplicate
+            image/annotation/category ids, an annotation with an unknown image or category id, a ``bbox``
+            that is not four finite numbers, a non-positive image size.
+    """
+    path = Path(annotations).resolve()
+    data = _load_json(path)
+    if not isinstance(data, dict):
+        raise InputError(path, "not a COCO instances file: expected a JSON object with 'images', "
+                               "'annotations' and 'categories'")
+    images_list = _require_list(path, data, "images")
+    anns = _require_list(path, data, "annotations")
+    cats = _require_list(path, data, "categories")
+    image_root = Path(images).resolve() if images is not None else path.parent
+
+    categories: dict[int, str] = {}
+    for cat in cats:
+        _check_fields(path, "category", cat, ("id", "name"))
+        if cat["id"] in categories:
+            raise InputError(path, f"duplicate category id {cat['id']}")
+        categories[cat["id"]] = str(cat["name"])
+    category_ids = sorted(categories)
+    label_of = {cid: k + 1 for k, cid in enumerate(category_ids)}
+
+    infos: dict[Any, dict] = {}
+    for img in images_list:
+        _check_fields(path, "image", img, ("id", "file_name", "width", "height"))
+        if img["id"] in infos:
+            raise InputError(path, f"duplicate image id {img['id']}")
+        w, h = img["width"], img["height"]
+        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+            raise InputError(path, f"image id {img['id']} has size {w!r}x{h!r}, expected positive integers")
+        infos[img["id"]] = img
+
+    per_image: dict[Any, tuple[list, list, list]] = {i: ([], [], []) for i in infos}
+    seen_ann: set = set()
+    for ann in anns:
+        _check_fields(path, "annotation", ann, ("id", "image_id", "category_id", "bbox"))
+        if ann["id"] in seen_ann:
+            raise InputError(path, f"duplicate annotation id {ann['id']}")
+        seen_ann.add(ann["id"])
+        if ann["image_id"] not in per_image:
+            raise InputError(path, f"annotation id {ann['id']} refers to unknown image id {ann['image_id']!r}")
+        if ann["category_id"] not in label_of:
+            raise InputError(path, f"annotation id {ann['id']} refers to unknown category id "
+                                   f"{ann['category_id']!r}")
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+            raise InputError(path, f"annotation id {ann['id']} has bbox {bbox!r}, expected [x, y, w, h] numbers")
+        x, y, w, h = bbox
+        boxes, labels, crowd = per_image[ann["image_id"]]
+        boxes.append([x, y, x + w, y + h])
+        labels.append(label_of[ann["category_id"]])
+        crowd.append(bool(ann.get("iscrowd", 0)))
+
+    records = []
+    dropped = 0
+    for image_id, img in infos.items():
+        boxes, labels, crowd = per_image[image_id]
+        t, keep = _clip_and_filter(boxes, img["width"], img["height"])
+        dropped += int((~keep).sum())
+        records.append(ImageRecord(
+            image_id=image_id, file=image_root / img["file_name"], width=img["width"], height=img["height"],
+            boxes=t[keep], labels=torch.tensor(labels, dtype=torch.int64).reshape(-1)[keep],
+            ignore=torch.tensor(crowd, dtype=torch.bool).reshape(-1)[keep]))
+    _warn_dropped(path, dropped)
+    log.debug("%s: %d images, %d boxes, %d classes", path, len(records), len(seen_ann) - dropped, len(categories))
+    return DetectionDataset(records=records, class_names=[categories[c] for c in category_ids],
+                            category_ids=list(category_ids), kind="coco", source=path)
+
+
+# -------------------------------------------------------------------------------------- VOC / ILSVRC
+def read_synsets(path: str | os.PathLike = ILSVRC_DET200) -> tuple[list[str], list[str]]:
+    """Read a synset table (``index<TAB>wnid<TAB>names``, header line first).
+
+    Returns:
+        ``(wnids, names)`` in file order; ``names`` holds the first WordNet name of each synset.
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise InputError(p, f"cannot read synset table ({err.strerror or err})") from None
+    wnids, names = [], []
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 3 or not _WNID.match(parts[1]):
+            raise InputError(p, f"line {lineno}: expected 'index<TAB>wnid<TAB>names'")
+        wnids.append(parts[1])
+        names.append(parts[2].split(",")[0].strip())
+    if not wnids:
+        raise InputError(p, "synset table is empty")
+    return wnids, names
+
+
+def _read_image_set(path: Path) -> list[tuple[str, int | None]]:
+    """Lines ``name [index]`` of a devkit image-set file (VOC: name only; ILSVRC: name and 1-based index)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise InputError(path, f"cannot read image-set file ({err.strerror or err})") from None
+    entries = []
+    for lineno, line in enumerate(lines, start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) > 2 or (len(parts) == 2 and not parts[1].lstrip("-").isdigit()):
+            raise InputError(path, f"line {lineno}: expected '<image name> [<index>]', got {line.strip()!r}")
+        entries.append((parts[0], int(parts[1]) if len(parts) == 2 else None))
+    if not entries:
+        raise InputError(path, "image-set file lists no images")
+    return entries
+
+
+def _xml_int(xml: Path, node: ET.Element, tag: str) -> float:
+    child = node.find(tag)
+    if child is None or child.text is None:
+        raise InputError(xml, f"<{node.tag}> has no <{tag}>")
+    try:
+        value = float(child.text.strip())
+    except ValueError:
+        raise InputError(xml, f"<{tag}> is {child.text.strip()!r}, expected a number") from None
+    if not math.isfinite(value):
+        raise InputError(xml, f"<{tag}> is {child.text.strip()!r}, expected a finite number")
+    return value
+
+
+def _parse_xml(xml: Path) -> tuple[int, int, list[tuple[str, list[float], bool]]]:
+    """(width, height, [(name, [xmin, ymin, xmax, ymax] 1-based inclusive, difficult)]) of one XML file."""
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError as err:
+        raise InputError(xml, f"not valid XML ({err})") from None
+    except OSError as err:
+        raise InputError(xml, f"cannot read ({err.strerror or err})") from None
+    size = root.find("size")
+    if size is None:
+        raise InputError(xml, "no <size> element")
+    width, height = int(_xml_int(xml, size, "width")), int(_xml_int(xml, size, "height"))
+    if width <= 0 or height <= 0:
+        raise InputError(xml, f"<size> is {width}x{height}, expected positive")
+    objects = []
+    for obj in root.findall("object"):
+        name = obj.findtext("name")
+        if name is None or not name.strip():
+            raise InputError(xml, "<object> has no <name>")
+        bndbox = obj.find("bndbox")
+        if bndbox is None:
+            raise InputError(xml, f"<object> '{name.strip()}' has no <bndbox>")
+        coords = [_xml_int(xml, bndbox, t) for t in ("xmin", "ymin", "xmax", "ymax")]
+        difficult = (obj.findtext("difficult") or "0").strip() == "1"
+        objects.append((name.strip(), coords, difficult))
+    return width, height, objects
+
+
+def _find_image(images_dir: Path | None, xml: Path, name: str, suffix: str) -> Path:
+    if images_dir is None:
+        return xml.with_suffix(suffix)
+    for ext in (suffix, suffix.lower(), ".jpg", ".jpeg", ".png"):
+        candidate = images_dir / f"{name}{ext}"
+        if candidate.exists():
+            return candidate
+    return images_dir / f"{name}{suffix}"
+
+
+def read_voc_xml(annotation_dir: str | os.PathLike, images_dir: str | os.PathLike | None = None, *,
+                 image_set: str | os.PathLike | None = None, class_names: Sequence[str] | None = None,
+                 kind: str = "ilsvrc", synsets: str | os.PathLike = ILSVRC_DET200) -> DetectionDataset:
+    """Read PASCAL-VOC-style XML annotations (the ILSVRC DET devkit layout, or PASCAL VOC).
+
+    Args:
+        annotation_dir: folder of ``<name>.xml`` files (e.g. ``Annotations/DET/val``).
+        images_dir: folder of the images (``<name>.JPEG`` for ILSVRC, ``<name>.jpg`` for VOC); default:
+            beside each XML file.
+        image_set: devkit image-set file (e.g. ``ImageSets/DET/val.txt``, lines ``name index``); default:
+            every ``*.xml`` under ``annotation_dir``, sorted, ``name`` = path relative to it without suffix.
+        class_names: the classes, in label order, as they appear in ``<name>`` (VOC default:
+            :data:`VOC_CLASSES`; ILSVRC: ignored, the 200 wnids of ``synsets`` are used).
+        kind: ``"ilsvrc"`` (``<name>`` is a WordNet id, readable names from ``synsets``) or ``"voc"``.
+        synsets: ILSVRC synset table (default: the shipped ``detect/data/ilsvrc_det200.tsv``).
+
+    Returns:
+        A :class:`DetectionDataset`; boxes converted from 1-based inclusive ``(xmin, ymin, xmax, ymax)`` to
+        ``(xmin - 1, ymin - 1, xmax, ymax)``, clipped to the image, empty ones dropped (one warning).
+
+    Raises:
+        InputError: naming the XML file when it has no ``<size>``, an object without ``<bndbox>``
+            or ``<name>``, a name outside the class list; naming the folder/image set when empty.
+    """
+    if kind not in ("ilsvrc", "voc"):
+        raise ValueError(f"kind must be 'ilsvrc' or 'voc', got {kind!r}")
+    root = Path(annotation_dir).resolve()
+    if not root.is_dir():
+        raise InputError(root, "no such annotation folder")
+    img_root = Path(images_dir).resolve() if images_dir is not None else None
+    if kind == "ilsvrc":
+        ids, names = read_synsets(synsets)
+        category_ids: list[int | str] = list(ids)
+        readable = names
+        suffix = ".JPEG"
+    else:
+        category_ids = list(class_names if class_names is not None else VOC_CLASSES)
+        readable = [str(c) for c in category_ids]
+        suffix = ".jpg"
+    label_of = {c: k + 1 for k, c in enumerate(category_ids)}
+
+    if image_set is not None:
+        entries = _read_image_set(Path(image_set).resolve())
+    else:
+        xmls = sorted(root.rglob("*.xml"))
+        if not xmls:
+            raise InputError(root, "no *.xml annotation files in folder")
+        entries = [(x.relative_to(root).with_suffix("").as_posix(), None) for x in xmls]
+
+    records, index = [], {}
+    dropped = 0
+    for name, idx in entries:
+        xml = root / f"{name}.xml"
+        if not xml.exists():
+            raise InputError(xml, "no such annotation file (listed in the image set)")
+        width, height, objects = _parse_xml(xml)
+        boxes, labels, difficult = [], [], []
+        for obj_name, (x1, y1, x2, y2), diff in objects:
+            if obj_name not in label_of:
+                raise InputError(xml, f"object name '{obj_name}' is not one of the {len(label_of)} classes")
+            boxes.append([x1 - 1, y1 - 1, x2, y2])
+            labels.append(label_of[obj_name])
+            difficult.append(diff)
+        t, keep = _clip_and_filter(boxes, width, height)
+        dropped += int((~keep).sum())
+        records.append(ImageRecord(
+            image_id=name, file=_find_image(img_root, xml, name, suffix), width=width, height=height,
+            boxes=t[keep], labels=torch.tensor(labels, dtype=torch.int64).reshape(-1)[keep],
+            ignore=torch.tensor(difficult, dtype=torch.bool).reshape(-1)[keep]))
+        if idx is not None:
+            index[name] = idx
+    _warn_dropped(root, dropped)
+    if len({r.image_id for r in records}) != len(records):
+        raise InputError(image_set or root, "an image is listed twice")
+    return DetectionDataset(records=records, class_names=readable, category_ids=category_ids, kind=kind,
+                            source=root, image_index=index)
+
+
+def _looks_like_ilsvrc(folder: Path) -> bool:
+    """True when the first XML file's first object name is a WordNet id (``n01234567``)."""
+    for xml in sorted(folder.rglob("*.xml"))[:20]:
+        try:
+            names = [n.text or "" for n in ET.parse(xml).getroot().iter("name")]
+        except (ET.ParseError, OSError):
+            continue
+        if names:
+            return bool(_WNID.match(names[0].strip()))
+    return True
+
+
+def read_dataset(annotations: str | os.PathLike, images: str | os.PathLike | None = None,
+                 **kwargs: Any) -> DetectionDataset:
+    """Read ground truth by its form: a ``.json`` file is COCO; a folder is VOC-style XML.
+
+    For a folder, ``kind`` defaults to ``"ilsvrc"`` when object names are WordNet ids, else ``"voc"``;
+    other keyword arguments go to :func:`read_voc_xml`.
+    """
+    path = Path(annotations)
+    if path.is_dir():
+        kwargs.setdefault("kind", "ilsvrc" if _looks_like_ilsvrc(path) else "voc")
+        return read_voc_xml(path, images, **kwargs)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if kwargs:
+        raise InputError(path, f"options {sorted(kwargs)} apply only to a folder of XML annotations")
+    return read_coco(path, images)
+
