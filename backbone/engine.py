@@ -1,0 +1,446 @@
+"""The training loop every trainer reuses: backbone classifier, region classifiers, MultiBox.
+
+Paper, section 6 ("Training Methodology"): SGD with momentum 0.9, the learning rate decreased by 4% every
+8 epochs, and Polyak averaging of the weights for the final model. The paper trained asynchronously on
+DistBelief; we train synchronously (one process, or ``torchrun`` with DistributedDataParallel), which is
+the one deliberate deviation.
+
+The loop knows nothing of the task: a caller passes a ``Dataset``, an optional ``collate_fn`` and a
+``loss_fn(model, batch, device) -> (loss, metrics)``. What it guarantees:
+
+* Deterministic order: epoch ``e`` visits the samples in ``randperm(len(dataset))`` seeded from
+  ``(seed, e)``; global batch ``i`` is positions ``[i*B, (i+1)*B)`` of it (the last, partial batch is
+  dropped, so every step has the same size). Under ``torchrun`` rank ``r`` of ``W`` takes every ``W``-th
+  position of each global batch, so the ranks together see exactly the single-process batch.
+* Deterministic augmentation: before ``dataset[i]`` is read, torch's CPU generator, ``numpy.random`` and
+  ``random`` are seeded from ``(seed, epoch, i)``, and before each step torch's generator is seeded from
+  ``(seed, epoch, step, rank)`` (dropout). Results therefore do not depend on the number of workers or on
+  where a run was resumed.
+* Resumable: ``last.pt`` (written atomically every ``checkpoint_every`` steps and at each epoch end) holds
+  model, averaged model, optimizer, scheduler, scaler, epoch and step within the epoch, config and
+  ``meta``. ``resume=True`` skips the already-consumed batches of the same permutation, so a run killed
+  with SIGKILL and resumed ends with the same weights as an uninterrupted one.
+* Polyak averaging: an exponential moving average of parameters and buffers
+  (``torch.optim.swa_utils.AveragedModel``), updated after each step; the final model is the average.
+* Only rank 0 writes files and shows a progress bar; ``log.jsonl`` gets one JSON line per epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from backbone.console import wants_progress
+from backbone.errors import InputError
+from backbone.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: ``loss_fn(model, batch, device) -> (scalar loss, {"acc": ..., ...})``; metric values are floats or
+#: 0-dim tensors and are averaged over the steps of an epoch. ``model`` is the module to call (wrapped in
+#: DistributedDataParallel under torchrun); the loss_fn moves the batch to ``device`` itself.
+LossFn = Callable[[nn.Module, Any, torch.device], "tuple[Tensor, dict[str, float | Tensor]]"]
+
+#: ``save_final(averaged_model, path)``: writes the final model file (rank 0 only); the default stores
+#: ``{"model": state_dict, "config": ..., "meta": ...}``.
+SaveFinal = Callable[[nn.Module, Path], None]
+
+LAST = "last.pt"
+FINAL = "model.pt"
+LOG = "log.jsonl"
+
+# Config fields that may change on --resume without changing the result (epochs may only grow).
+_RESUMABLE_CHANGES = {"epochs", "workers", "checkpoint_every", "device", "log_every"}
+
+
+@dataclass
+class TrainConfig:
+    """The paper's recipe (section 6) as defaults; everything a training run needs besides its data."""
+
+    epochs: int = 30                # ImageNet budget of our choice; the paper does not give one
+    batch_size: int = 128           # GLOBAL batch (all ranks together); the paper's DistBelief batches are unknown
+    lr: float = 0.01                # initial learning rate (Caffe's bvlc_googlenet replica; not in the paper)
+    momentum: float = 0.9           # section 6: "asynchronous stochastic gradient descent with 0.9 momentum"
+    weight_decay: float = 2e-4      # Caffe's bvlc_googlenet replica (the paper does not state it)
+    lr_decay: float = 0.96          # section 6: "decreasing the learning rate by 4% ...
+    lr_decay_every: int = 8         # ... every 8 epochs"
+    polyak: float = 0.9999          # section 6: Polyak averaging; EMA decay per step (0 = off, final = last)
+    amp: bool = True                # autocast on CUDA (ignored on CPU)
+    amp_dtype: str = "bfloat16"     # "bfloat16" (no loss scaling needed) or "float16" (with GradScaler)
+    channels_last: bool = True      # NHWC memory format for the model (faster convs on GPUs)
+    workers: int = 4                # DataLoader worker processes per rank
+    checkpoint_every: int = 500     # steps between resumable checkpoints (plus one at each epoch end)
+    seed: int = 0                   # sample order, augmentation and dropout randomness
+    device: str = "auto"            # "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
+    log_every: int = 50             # steps between log lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns (on every rank)."""
+
+    model: nn.Module              # the final model: Polyak-averaged weights (raw ones if polyak = 0), eval mode
+    out_dir: Path
+    last_path: Path               # the resumable checkpoint
+    model_path: Path              # the final model file (written by rank 0)
+    epochs: int                   # epochs completed
+    global_step: int              # optimizer steps taken in total
+    history: tuple[dict[str, Any], ...]  # the per-epoch records written to log.jsonl by this call
+
+
+# ----------------------------------------------------------------------------------------------------
+# Determinism: seeds, sample order, per-item seeding
+
+
+def derive_seed(*values: int) -> int:
+    """A 63-bit seed from a tuple of non-negative ints (``numpy.random.SeedSequence``)."""
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """``Tensor[n]`` int64: the order in which epoch ``epoch`` visits the samples."""
+    g = torch.Generator().manual_seed(derive_seed(seed, epoch, 0x5EED))
+    return torch.randperm(n, generator=g)
+
+
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """Batches of one epoch for one rank, as lists of ``(epoch, index)`` keys.
+
+    Global batch ``i`` holds permutation positions ``[i*B, (i+1)*B)``; rank ``r`` of ``W`` takes
+    positions ``i*B + r, i*B + r + W, ...`` (``B/W`` of them). Steps before ``start_step`` are skipped.
+    """
+
+    def __init__(self, n: int, global_batch: int, *, seed: int, epoch: int, rank: int = 0,
+                 world_size: int = 1, start_step: int = 0) -> None:
+        self.n, self.global_batch, self.seed, self.epoch = n, global_batch, seed, epoch
+        self.rank, self.world_size, self.start_step = rank, world_size, start_step
+        self.steps = n // global_batch
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_step)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        perm = epoch_permutation(self.n, self.seed, self.epoch)
+        for step in range(self.start_step, self.steps):
+            chunk = perm[step * self.global_batch:(step + 1) * self.global_batch][self.rank::self.world_size]
+            yield [(self.epoch, i) for i in chunk.tolist()]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """An InputError raised while reading an item, carried back from a worker process intact."""
+
+    path: str | None
+    problem: str
+
+
+class _SeededItems(Dataset):
+    """Seeds torch (CPU), numpy and random from ``(seed, epoch, index)`` before reading ``dataset[index]``."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        s = derive_seed(self.seed, epoch, index)
+        torch.random.default_generator.manual_seed(s)
+        np.random.seed(s % 2**32)
+        random.seed(s)
+        try:
+            return self.dataset[index]
+        except InputError as err:  # DataLoader workers cannot re-raise InputError as itself
+            return _Failure(err.path, err.problem)
+
+
+class _Collate:
+    def __init__(self, collate_fn: Callable[[list[Any]], Any] | None) -> None:
+        self.collate_fn = collate_fn or torch.utils.data.default_collate
+
+    def __call__(self, items: list[Any]) -> Any:
+        for item in items:
+            if isinstance(item, _Failure):
+                return item
+        return self.collate_fn(items)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Distributed set-up
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool  # we initialised the process group, so we tear it down
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, f"--device {name}: no CUDA device is available")
+    return device
+
+
+def _setup_distributed(config: TrainConfig) -> _Dist:
+    """Under torchrun (WORLD_SIZE > 1 in the environment) join the process group: nccl on CUDA, gloo on CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = _resolve_device(config.device)
+    if world_size <= 1:
+        return _Dist(0, 1, device, owns_group=False)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), device, owns_group=owns)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    for key, old in saved.items():
+        new = getattr(config, key, old)
+        if new != old and key not in _RESUMABLE_CHANGES:
+            raise InputError(path, f"was trained with {key}={old!r}, cannot resume with {key}={new!r}")
+
+
+def _default_save_final(config: TrainConfig, meta: dict[str, Any] | None) -> SaveFinal:
+    def save(model: nn.Module, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save({"model": model.state_dict(), "config": config.to_dict(), "meta": meta or {}}, tmp)
+    return save
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainConfig,
+          out_dir: str | os.PathLike, *, resume: bool = False,
+          collate_fn: Callable[[list[Any]], Any] | None = None, meta: dict[str, Any] | None = None,
+          save_final: SaveFinal | None = None) -> TrainResult:
+    """Train ``model`` on ``dataset`` with SGD + momentum, step decay and Polyak averaging.
+
+    Args:
+        model: any ``nn.Module``; it is moved to the device (and to channels_last if configured).
+        dataset: map-style; items are whatever ``collate_fn`` (default: torch's) and ``loss_fn`` expect.
+            Items may raise :class:`InputError` (e.g. a corrupt image): it stops training with that message.
+        loss_fn: ``loss_fn(model, batch, device) -> (loss, metrics)``; ``loss`` a scalar tensor that is a
+            mean over the batch (so that gradients do not depend on how the batch is split over ranks).
+        config: the recipe; ``config.batch_size`` is the global batch.
+        out_dir: receives ``config.json``, ``last.pt``, ``log.jsonl`` and the final ``model.pt``.
+        resume: continue from ``out_dir/last.pt`` (mid-epoch). Without it an existing ``last.pt`` is an error.
+        meta: JSON-like dict stored in every checkpoint (e.g. class names, preprocessing, variant).
+        save_final: writes the final model on rank 0 (default: ``{"model", "config", "meta"}`` via torch.save).
+
+    Returns:
+        :class:`TrainResult` with the averaged model (eval mode, on the training device).
+    """
+    out = Path(out_dir)
+    ctx = _setup_distributed(config)
+    try:
+        return _train(model, dataset, loss_fn, config, out, ctx, resume=resume, collate_fn=collate_fn,
+                      meta=meta, save_final=save_final or _default_save_final(config, meta))
+    finally:
+        if ctx.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainConfig, out: Path, ctx: _Dist,
+           *, resume: bool, collate_fn: Callable | None, meta: dict[str, Any] | None,
+           save_final: SaveFinal) -> TrainResult:
+    n = len(dataset)  # type: ignore[arg-type]
+    if config.batch_size % ctx.world_size:
+        raise InputError(None, f"--batch-size {config.batch_size} is not divisible by the {ctx.world_size} processes")
+    steps_per_epoch = n // config.batch_size
+    if steps_per_epoch == 0:
+        raise InputError(None, f"the training set has {n} samples, fewer than one batch of {config.batch_size}; "
+                         "lower --batch-size")
+    last_path, log_path, final_path = out / LAST, out / LOG, out / FINAL
+    device = ctx.device
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    averaged = None
+    if config.polyak > 0:
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.polyak), use_buffers=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
+    use_amp = config.amp and device.type == "cuda"
+    if config.amp_dtype not in ("bfloat16", "float16"):
+        raise InputError(None, f"amp_dtype must be bfloat16 or float16, not {config.amp_dtype!r}")
+    amp_dtype = getattr(torch, config.amp_dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+
+    start_epoch, start_step, global_step = 0, 0, 0
+    if resume:
+        if not last_path.exists():
+            raise InputError(last_path, "no checkpoint to resume from (train without --resume first)")
+        state = torch.load(last_path, map_location=device, weights_only=True)
+        _check_resume_config(state["config"], config, last_path)
+        model.load_state_dict(state["model"])
+        if averaged is not None:
+            if state.get("averaged") is None:
+                raise InputError(last_path, "was trained with polyak=0, cannot resume with Polyak averaging")
+            averaged.load_state_dict(state["averaged"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
+        log.info("resuming %s at epoch %d, step %d of %d", last_path, start_epoch + 1, start_step, steps_per_epoch)
+        del state
+    elif last_path.exists():
+        raise InputError(out, "already holds a training run (last.pt); pass --resume to continue it "
+                         "or choose another output folder")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "config.json") as tmp:
+            tmp.write_text(json.dumps({"train": config.to_dict(), "meta": meta or {}}, indent=2, default=str))
+    if averaged is not None and config.epochs * steps_per_epoch < 1 / (1 - config.polyak):
+        log.warning("Polyak decay %g averages over ~%d steps but the run has only %d: the final model will "
+                    "lean towards early weights (lower --polyak for short runs)", config.polyak,
+                    round(1 / (1 - config.polyak)), config.epochs * steps_per_epoch)
+
+    train_model: nn.Module = model
+    if ctx.world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def checkpoint(epoch: int, step: int) -> None:
+        if not ctx.is_main:
+            return
+        state = {"model": model.state_dict(), "averaged": None if averaged is None else averaged.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "global_step": global_step,
+                 "config": config.to_dict(), "meta": meta or {}}
+        with atomic_path(last_path) as tmp:
+            torch.save(state, tmp)
+
+    items = _SeededItems(dataset, config.seed)
+    collate = _Collate(collate_fn)
+    history: list[dict[str, Any]] = []
+    for epoch in range(start_epoch, config.epochs):
+        sampler = EpochBatches(n, config.batch_size, seed=config.seed, epoch=epoch, rank=ctx.rank,
+                               world_size=ctx.world_size, start_step=start_step)
+        loader = DataLoader(items, batch_sampler=sampler, collate_fn=collate, num_workers=config.workers,
+                            pin_memory=device.type == "cuda", persistent_workers=False)
+        train_model.train()
+        sums: dict[str, Tensor] = {}
+        count, t0 = 0, time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not (wants_progress() and ctx.is_main), leave=False, unit="step")
+        for step, batch in enumerate(loader, start=start_step):
+            if isinstance(batch, _Failure):
+                raise InputError(batch.path, batch.problem)
+            torch.manual_seed(derive_seed(config.seed, epoch, step, ctx.rank, 0xD20))
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                loss, metrics = loss_fn(train_model, batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if averaged is not None:
+                averaged.update_parameters(model)
+            global_step += 1
+            count += 1
+            for key, value in {"loss": loss, **metrics}.items():
+                value = torch.as_tensor(value, dtype=torch.float64).detach().to(device)
+                sums[key] = sums.get(key, torch.zeros((), dtype=torch.float64, device=device)) + value
+            bar.update(1)
+            if count % config.log_every == 0 or step + 1 == steps_per_epoch:
+                running = {k: v.item() / count for k, v in sums.items()}
+                if not math.isfinite(running["loss"]):
+                    raise InputError(None, f"training diverged: loss is {running['loss']} in epoch {epoch + 1}, "
+                                     f"step {step + 1}; lower --lr")
+                bar.set_postfix({k: f"{v:.4g}" for k, v in running.items()})
+                log.debug("epoch %d step %d/%d %s", epoch + 1, step + 1, steps_per_epoch,
+                          " ".join(f"{k} {v:.4g}" for k, v in running.items()))
+            if step + 1 < steps_per_epoch and global_step % config.checkpoint_every == 0:
+                checkpoint(epoch, step + 1)
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        scheduler.step()
+        record = _epoch_record(sums, count, ctx, epoch=epoch + 1, lr=lr, elapsed=elapsed,
+                               samples=count * config.batch_size, global_step=global_step)
+        history.append(record)
+        checkpoint(epoch + 1, 0)
+        if ctx.is_main:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        log.info("epoch %d/%d: %s", epoch + 1, config.epochs,
+                 " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)))
+        start_step = 0
+
+    final = averaged.module if averaged is not None else model
+    final.eval()
+    if ctx.is_main:
+        save_final(final, final_path)
+    if ctx.world_size > 1:
+        dist.barrier()
+    return TrainResult(model=final, out_dir=out, last_path=last_path, model_path=final_path,
+                       epochs=max(config.epochs, start_epoch), global_step=global_step, history=tuple(history))
+
+
+def _epoch_record(sums: dict[str, Tensor], count: int, ctx: _Dist, *, epoch: int, lr: float, elapsed: float,
+                  samples: int, global_step: int) -> dict[str, Any]:
+    """Epoch means of loss and metrics (averaged over ranks), learning rate and throughput."""
+    keys = sorted(sums)
+    values = torch.stack([sums[k] for k in keys]) / max(count, 1) if keys else torch.zeros(0)
+    if ctx.world_size > 1 and keys:
+        values = values.to(ctx.device)
+        dist.all_reduce(values)
+        values = values / ctx.world_size
+    record: dict[str, Any] = {"epoch": epoch, "step": global_step}
+    record.update({k: float(v) for k, v in zip(keys, values.tolist())})
+    record.update({"lr": lr, "images_per_s": samples / elapsed if elapsed > 0 else 0.0, "time_s": elapsed})
+    return record
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and random (for model initialisation before :func:`train`)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+__all__: Sequence[str] = ("TrainConfig", "TrainResult", "train", "LossFn", "SaveFinal", "EpochBatches",
+                          "epoch_permutation", "derive_seed", "seed_everything")

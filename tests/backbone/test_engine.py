@@ -1,0 +1,144 @@
+"""The shared training loop: order, determinism across workers, SIGKILL + resume, Polyak, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from backbone.engine import EpochBatches, TrainConfig, epoch_permutation, train
+from backbone.errors import InputError
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _engine_tasks as tasks  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_epoch_batches_split_the_global_batch_across_ranks():
+    n, batch = 50, 8
+    single = list(EpochBatches(n, batch, seed=3, epoch=2))
+    assert len(single) == n // batch and all(len(b) == batch for b in single)
+    perm = epoch_permutation(n, 3, 2).tolist()
+    assert [i for b in single for _, i in b] == perm[: len(single) * batch]
+    assert epoch_permutation(n, 3, 2).tolist() != epoch_permutation(n, 3, 3).tolist()
+    ranks = [list(EpochBatches(n, batch, seed=3, epoch=2, rank=r, world_size=2)) for r in range(2)]
+    for step, global_batch in enumerate(single):
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(global_batch)
+        assert not set(ranks[0][step]) & set(ranks[1][step])
+    resumed = list(EpochBatches(n, batch, seed=3, epoch=2, start_step=4))
+    assert resumed == single[4:]
+
+
+def test_train_learns_and_writes_its_files(tmp_path):
+    result = tasks.run(str(tmp_path / "run"), epochs=4)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert {"loss", "acc", "lr", "images_per_s", "time_s", "step"} <= records[0].keys()
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert records[-1]["acc"] > 1 / 3 + 0.2  # chance is 1/3
+    assert records[-1]["step"] == result.global_step == 4 * (48 // 8)
+    last = torch.load(result.last_path, weights_only=True)
+    assert (last["epoch"], last["step"]) == (4, 0)
+    final = torch.load(result.model_path, weights_only=True)
+    _assert_same(final["model"], _params(result.model))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["batch_size"] == 8
+
+
+def test_learning_rate_decays_every_n_epochs(tmp_path):
+    model = tasks.TinyNet()
+    cfg = tasks.tiny_config(epochs=4, lr_decay=0.5, lr_decay_every=2, polyak=0)
+    result = train(model, tasks.NoisyDigits(16), tasks.classification_loss, cfg, tmp_path)
+    assert [r["lr"] for r in result.history] == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    assert result.model is model  # polyak = 0: the final model is the trained one
+
+
+def test_polyak_average_is_not_the_last_weights(tmp_path):
+    result = tasks.run(str(tmp_path), epochs=2)
+    raw = torch.load(result.last_path, weights_only=True)["model"]
+    averaged = _params(result.model)
+    assert any(not torch.allclose(raw[k], averaged[k]) for k in raw)
+
+
+def test_worker_count_does_not_change_the_result(tmp_path):
+    a = tasks.run(str(tmp_path / "w0"), epochs=2, dropout=0.3, workers=0)
+    b = tasks.run(str(tmp_path / "w2"), epochs=2, dropout=0.3, workers=2)
+    _assert_same(_params(a.model), _params(b.model))
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(Path(tasks.__file__)), str(out), "--epochs", "3",
+                             "--dropout", "0.3", "--item-delay", "0.02"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["global_step"] < 3 * 6 and state["step"] > 0  # killed mid-epoch, mid-run
+    assert not (out / "model.pt").exists()
+    resumed = tasks.run(str(out), epochs=3, dropout=0.3, resume=True)
+    straight = tasks.run(str(tmp_path / "straight"), epochs=3, dropout=0.3)
+    assert resumed.global_step == straight.global_step
+    _assert_same(_params(resumed.model), _params(straight.model))
+    final_raw = torch.load(out / "last.pt", weights_only=True)["model"]
+    _assert_same(final_raw, torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"])
+
+
+def test_resume_refuses_a_changed_recipe_and_a_missing_checkpoint(tmp_path):
+    with pytest.raises(InputError, match="no checkpoint to resume"):
+        tasks.run(str(tmp_path), resume=True)
+    tasks.run(str(tmp_path), epochs=1)
+    with pytest.raises(InputError, match="already holds a training run"):
+        tasks.run(str(tmp_path), epochs=1)
+    cfg = tasks.tiny_config(epochs=2, lr=0.5)
+    with pytest.raises(InputError, match="lr=0.1, cannot resume with lr=0.5"):
+        train(tasks.TinyNet(), tasks.NoisyDigits(), tasks.classification_loss, cfg, tmp_path, resume=True)
+    longer = tasks.run(str(tmp_path), epochs=2, resume=True)  # more epochs is fine
+    assert [r["epoch"] for r in longer.history] == [2]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_bad_item_stops_training_naming_the_file(tmp_path, workers):
+    cfg = tasks.tiny_config(workers=workers, epochs=1)
+    with pytest.raises(InputError, match=r"^item5\.jpg: not a readable image"):
+        train(tasks.TinyNet(), tasks.NoisyDigits(bad_index=5), tasks.classification_loss, cfg, tmp_path)
+
+
+def test_too_few_samples_for_one_batch(tmp_path):
+    with pytest.raises(InputError, match="fewer than one batch of 8"):
+        train(tasks.TinyNet(), tasks.NoisyDigits(5), tasks.classification_loss, tasks.tiny_config(), tmp_path)
+
+
+def test_divergence_is_reported(tmp_path):
+    def nan_loss(model, batch, device):
+        return model(batch[0]).sum() * float("nan"), {}
+    with pytest.raises(InputError, match="training diverged"):
+        train(tasks.TinyNet(), tasks.NoisyDigits(16), nan_loss, tasks.tiny_config(polyak=0), tmp_path)
+
+
+def test_config_round_trips():
+    cfg = TrainConfig(epochs=3, lr=0.5)
+    assert TrainConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
