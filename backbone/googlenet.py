@@ -399,13 +399,15 @@ def googlenet_loss(outputs: TrainOutputs, targets: Tensor, *, aux_weight: float 
     return loss
 
 
-def googlenet(*, variant: str = "paper", weights: str | os.PathLike | None = None, num_classes: int | None = None,
+def googlenet(*, variant: str | None = None, weights: str | os.PathLike | None = None, num_classes: int | None = None,
               aux_logits: bool = True, dropout: float | None = None, transform_input: bool | None = None,
               download: bool = True) -> GoogLeNet:
     """Build a GoogLeNet.
 
     Args:
-        variant: ``"paper"`` (Table 1) or ``"torchvision"`` (loads torchvision's state dicts).
+        variant: ``"paper"`` (Table 1) or ``"torchvision"`` (loads torchvision's state dicts). None: the
+            weights' variant (torchvision for ``"imagenet"``), ``"paper"`` without weights. A variant that
+            does not fit the weights is refused (InputError).
         weights: None (random initialisation); ``"imagenet"`` (torchvision's ImageNet file
             ``googlenet-1378be20.pth`` through torch hub's cache, torchvision variant only); or a path to
             one of our checkpoints or to a raw torchvision-layout state dict.
@@ -422,7 +424,7 @@ def googlenet(*, variant: str = "paper", weights: str | os.PathLike | None = Non
         InputError: one line, for weights that are missing, unreadable or do not fit the variant.
     """
     if weights is None:
-        config = GoogLeNetConfig(variant=variant, num_classes=1000 if num_classes is None else num_classes,
+        config = GoogLeNetConfig(variant=variant or "paper", num_classes=1000 if num_classes is None else num_classes,
                                  aux_logits=aux_logits, dropout=dropout, transform_input=transform_input)
         return GoogLeNet(config)
     from backbone.weights import build_with_weights  # lazy: weights.py imports this module
