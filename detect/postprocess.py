@@ -9,7 +9,7 @@ as R-CNN scores every region with every class's SVM.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torchvision.ops import batched_nms
@@ -46,20 +46,24 @@ class PostprocessConfig:
         return asdict(self)
 
 
-def postprocess(boxes: torch.Tensor, probs: torch.Tensor, *, nms_iou: float = 0.3, score_threshold: float = 0.01,
-                max_detections: int = 100) -> Detections:
+def postprocess(boxes: torch.Tensor, probs: torch.Tensor, config: PostprocessConfig | None = None, *,
+                nms_iou: float | None = None, score_threshold: float | None = None,
+                max_detections: int | None = None) -> Detections:
     """Per-class greedy NMS of scored regions (the paper's mode: no box regression).
 
     Args:
         boxes: ``Tensor[P, 4]`` ``(x1, y1, x2, y2)`` absolute pixels, no ``+1``.
         probs: ``Tensor[P, K+1]`` class probabilities, column 0 = background (never reported).
-        nms_iou, score_threshold, max_detections: see :class:`PostprocessConfig`.
+        config: the options (default :class:`PostprocessConfig`); ``nms_iou``, ``score_threshold`` and
+            ``max_detections``, where given, override its fields.
 
     Returns:
         :class:`Detections` on the CPU sorted by decreasing score: boxes ``Tensor[N, 4]`` float32,
         scores ``Tensor[N]`` float32, labels ``Tensor[N]`` int64 in ``1..K``; ``N <= max_detections``.
     """
-    PostprocessConfig(nms_iou, score_threshold, max_detections)  # validates the options
+    overrides = {k: v for k, v in (("nms_iou", nms_iou), ("score_threshold", score_threshold),
+                                    ("max_detections", max_detections)) if v is not None}
+    cfg = replace(config or PostprocessConfig(), **overrides)  # validates the options
     if boxes.ndim != 2 or boxes.shape[1] != 4 or probs.ndim != 2 or probs.shape[0] != boxes.shape[0]:
         raise ValueError(f"expected boxes Tensor[P, 4] and probs Tensor[P, K+1], got {tuple(boxes.shape)} "
                          f"and {tuple(probs.shape)}")
@@ -67,9 +71,9 @@ def postprocess(boxes: torch.Tensor, probs: torch.Tensor, *, nms_iou: float = 0.
         return Detections.empty()
     boxes = boxes.to(torch.float32)
     fg = probs[:, 1:].to(torch.float32)
-    region, cls = torch.nonzero(fg >= score_threshold, as_tuple=True)
+    region, cls = torch.nonzero(fg >= cfg.score_threshold, as_tuple=True)
     if len(region) == 0:
         return Detections.empty()
     cand_boxes, cand_scores, cand_labels = boxes[region], fg[region, cls], cls + 1
-    keep = batched_nms(cand_boxes, cand_scores, cand_labels, nms_iou)[:max_detections]  # sorted by score
+    keep = batched_nms(cand_boxes, cand_scores, cand_labels, cfg.nms_iou)[:cfg.max_detections]  # sorted by score
     return Detections(cand_boxes[keep].cpu(), cand_scores[keep].cpu(), cand_labels[keep].cpu().to(torch.int64))

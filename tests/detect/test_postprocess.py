@@ -46,6 +46,8 @@ def test_threshold_max_detections_and_empty():
     assert (det.scores[:-1] >= det.scores[1:]).all()
     top2 = postprocess(BOXES, probs, nms_iou=1.0, max_detections=2)
     assert torch.allclose(top2.scores, torch.tensor([0.7, 0.6]))
+    from_config = postprocess(BOXES, probs, PostprocessConfig(nms_iou=1.0, max_detections=2))
+    assert torch.equal(from_config.scores, top2.scores) and torch.equal(from_config.labels, top2.labels)
     assert len(postprocess(torch.zeros((0, 4)), torch.zeros((0, 3)))) == 0
     assert len(postprocess(BOXES, _probs([[1.0, 0.0]] * 4))) == 0
     assert postprocess(BOXES, probs).labels.dtype == torch.int64

@@ -1,0 +1,274 @@
+"""Region classifiers: GoogLeNet with K+1 outputs, ensembles of them, and the zero-shot ImageNet model.
+
+Paper: Szegedy et al. 2014, section 8 — R-CNN with the Inception model as the region classifier, an
+ensemble of 6 of them (softmax averaged; R-CNN's per-class SVMs are not used: the paper leaves softmax vs
+SVM open and we take the softmax). Each region is warped by :func:`detect.crops.warp_regions` (R-CNN's
+context-padded warp) and classified into K classes plus background (label 0).
+
+- :class:`RegionClassifier`: a :class:`~backbone.googlenet.GoogLeNet` whose classifier was reset to K+1
+  outputs, with its class names, preprocessing and crop settings. It is saved in the backbone's
+  checkpoint format (:mod:`backbone.checkpoint`) with ``class_names = [BACKGROUND, *names]`` (the format
+  wants one name per output) and extra fields ``"task": "region_classifier"``, ``"crop"`` and
+  ``"category_ids"``, so one file is all ``detect run --weights`` needs.
+- :class:`ZeroShotClassifier`: torchvision's ImageNet GoogLeNet, its 1000 classes summed into the 200
+  ILSVRC DET classes by :mod:`detect.zeroshot` (DESIGN.md "Weights"); not in the paper.
+- :class:`Ensemble`: softmax averaged over members that share one class list; crops are made once per
+  crop configuration and chunk, then fed to every member.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from backbone.errors import InputError
+from backbone.googlenet import GoogLeNet, googlenet
+from backbone.preprocess import Preprocessing
+from detect.crops import CropConfig, iter_warped, normalize
+from detect.zeroshot import ZeroShotMap, load_zeroshot_map
+
+log = logging.getLogger(__name__)
+
+TASK = "region_classifier"
+#: Name stored for output 0 in checkpoints (the checkpoint format wants one name per output).
+BACKGROUND = "__background__"
+
+
+class RegionClassifier(nn.Module):
+    """GoogLeNet scoring warped regions as background (0) or one of K classes (1..K).
+
+    Args:
+        model: a GoogLeNet with ``num_classes == len(class_names) + 1``.
+        class_names: the K foreground names; ``class_names[k - 1]`` is label ``k``.
+        preprocessing: mean/std used to normalise crops (the backbone's).
+        crop: how regions are warped (:class:`~detect.crops.CropConfig`).
+        category_ids: the data set's id per label (COCO category id, ILSVRC wnid); default ``1..K``.
+        source: where it was loaded from (for messages), or None.
+    """
+
+    def __init__(self, model: GoogLeNet, class_names: Sequence[str], *, preprocessing: Preprocessing = Preprocessing(),
+                 crop: CropConfig = CropConfig(), category_ids: Sequence[int | str] | None = None,
+                 source: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        if model.num_classes != len(class_names) + 1:
+            raise ValueError(f"model has {model.num_classes} outputs for {len(class_names)} classes + background")
+        self.model = model
+        self.class_names = [str(c) for c in class_names]
+        self.category_ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
+        if len(self.category_ids) != len(self.class_names):
+            raise ValueError(f"{len(self.category_ids)} category ids for {len(self.class_names)} classes")
+        self.preprocessing = preprocessing
+        self.crop = crop
+        self.source = None if source is None else os.fspath(source)
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of foreground classes (the model has K+1 outputs)."""
+        return len(self.class_names)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalised crops ``Tensor[B, 3, S, S]`` -> logits ``Tensor[B, K+1]`` (column 0 = background)."""
+        return self.model(x)
+
+    def probs(self, x: Tensor) -> Tensor:
+        """Normalised crops ``Tensor[B, 3, S, S]`` -> softmax ``Tensor[B, K+1]`` float32."""
+        return torch.softmax(self.model(x).float(), dim=1)
+
+    # -- building, saving, loading ---------------------------------------------------------------------
+    @classmethod
+    def from_backbone(cls, class_names: Sequence[str], *, variant: str = "torchvision",
+                      weights: str | os.PathLike | None = "imagenet", crop: CropConfig = CropConfig(),
+                      category_ids: Sequence[int | str] | None = None, aux_logits: bool = True,
+                      download: bool = True) -> "RegionClassifier":
+        """A fresh region classifier initialised from backbone weights (R-CNN: fine-tune from ImageNet).
+
+        Args:
+            weights: ``"imagenet"`` (torchvision's file; torchvision variant), a backbone checkpoint or
+                raw state dict path, or None (random initialisation).
+            aux_logits: keep the auxiliary heads (used by the training loss, section 5; ignored at test).
+        The classifier (and the auxiliary heads' last layers) are reset to K+1 outputs.
+        """
+        model = googlenet(variant=variant, weights=weights, num_classes=None if weights is not None else 1000,
+                          aux_logits=aux_logits, download=download)
+        model.reset_classifier(len(class_names) + 1)
+        return cls(model, class_names, preprocessing=_backbone_preprocessing(weights), crop=crop,
+                   category_ids=category_ids)
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """The region-classifier fields added to the backbone checkpoint format."""
+        return {"task": TASK, "crop": self.crop.to_dict(), "category_ids": list(self.category_ids)}
+
+    def save(self, path: str | os.PathLike, *, config: dict[str, Any] | None = None) -> None:
+        """Write a checkpoint (atomically) that :meth:`load` rebuilds with nothing else."""
+        from backbone.checkpoint import save_checkpoint
+
+        save_checkpoint(path, self.model, class_names=[BACKGROUND, *self.class_names],
+                        preprocessing=self.preprocessing, config=dict(config or {}), extra=self.checkpoint_extra())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "RegionClassifier":
+        """Rebuild a region classifier from its checkpoint (CPU, evaluation mode).
+
+        Raises:
+            InputError: unreadable file, or a checkpoint that is not a region classifier (e.g. a backbone).
+        """
+        from backbone.checkpoint import load_checkpoint, model_from_checkpoint
+
+        ckpt = load_checkpoint(path)
+        if ckpt.get("task") != TASK:
+            raise InputError(path, f"not a region-classifier checkpoint (task {ckpt.get('task')!r}); "
+                                   "train one with 'detect train', or run without --weights for zero-shot")
+        names = list(ckpt["class_names"])
+        if not names or names[0] != BACKGROUND:
+            raise InputError(path, f"region-classifier checkpoint must list {BACKGROUND!r} first")
+        try:
+            crop = CropConfig.from_dict(ckpt.get("crop", {}))
+            preprocessing = Preprocessing.from_dict(ckpt["preprocessing"])
+        except (TypeError, ValueError) as err:
+            raise InputError(path, f"bad crop or preprocessing settings ({err})") from None
+        try:
+            model, _ = model_from_checkpoint(ckpt, expect_num_classes=len(names))
+        except InputError as err:  # given a dict, it cannot name the file
+            raise InputError(path, err.problem) from None
+        return cls(model, names[1:], preprocessing=preprocessing, crop=crop,
+                   category_ids=ckpt.get("category_ids"), source=path).eval()
+
+
+def _backbone_preprocessing(weights: str | os.PathLike | None) -> Preprocessing:
+    """The preprocessing stored in a backbone checkpoint; ImageNet's default otherwise."""
+    if weights is None or weights == "imagenet":
+        return Preprocessing()
+    from backbone.checkpoint import is_checkpoint, read_torch_file
+
+    obj = read_torch_file(weights)
+    if is_checkpoint(obj):
+        return Preprocessing.from_dict(obj["preprocessing"])
+    return Preprocessing()
+
+
+class ZeroShotClassifier(nn.Module):
+    """ImageNet GoogLeNet scoring regions over the 200 ILSVRC DET classes (+ background) by WordNet map.
+
+    ``probs`` returns ``Tensor[B, 201]``: column ``d`` = sum of the softmax of the ImageNet classes mapped
+    to DET class ``d``, column 0 = sum over the unmapped classes (so a region is background when the
+    unmapped classes together outweigh every DET class).
+    """
+
+    def __init__(self, model: GoogLeNet, zmap: ZeroShotMap, *, preprocessing: Preprocessing = Preprocessing(),
+                 crop: CropConfig = CropConfig(), source: str | None = None) -> None:
+        super().__init__()
+        if model.num_classes != 1000:
+            raise ValueError(f"zero-shot needs a 1000-class ImageNet model, got {model.num_classes} outputs")
+        self.model = model
+        self.zmap = zmap
+        self.class_names = list(zmap.class_names)
+        self.category_ids = list(zmap.wnids)
+        self.preprocessing = preprocessing
+        self.crop = crop
+        self.source = source
+
+    @classmethod
+    def from_imagenet(cls, *, crop: CropConfig = CropConfig(), download: bool = True) -> "ZeroShotClassifier":
+        """torchvision's ImageNet GoogLeNet (through torch hub's cache; offline, a clear InputError names the
+        file to place) with the shipped zero-shot map."""
+        model = googlenet(variant="torchvision", weights="imagenet", num_classes=1000, aux_logits=False,
+                          download=download)
+        return cls(model.eval(), load_zeroshot_map(), crop=crop, source="imagenet (zero-shot)")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalised crops ``Tensor[B, 3, S, S]`` -> ImageNet logits ``Tensor[B, 1000]``."""
+        return self.model(x)
+
+    def probs(self, x: Tensor) -> Tensor:
+        """Normalised crops -> ``Tensor[B, 201]`` float32 DET probabilities (column 0 = background)."""
+        return self.zmap.aggregate(torch.softmax(self.model(x).float(), dim=1))
+
+    def classify(self, image: Tensor, boxes: Tensor, **kwargs: Any) -> Tensor:
+        """Same as ``Ensemble([self]).classify``."""
+        return Ensemble([self]).classify(image, boxes, **kwargs)
+
+
+class Ensemble:
+    """Region classifiers whose softmax outputs are averaged (section 8: an ensemble of 6).
+
+    Members are :class:`RegionClassifier` or :class:`ZeroShotClassifier` (anything with ``class_names``,
+    ``crop``, ``preprocessing``, ``source`` and ``probs``); all must share one class list.
+
+    Raises:
+        InputError: members with different class lists (naming both files).
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        first = members[0]
+        for other in members[1:]:
+            if list(other.class_names) != list(first.class_names):
+                raise InputError(other.source, f"class list ({len(other.class_names)} classes) differs from that "
+                                               f"of {first.source} ({len(first.class_names)} classes); an "
+                                               "ensemble needs models trained on the same classes")
+        self.members = [m.eval() for m in members]
+        self.class_names: list[str] = list(first.class_names)
+        self.category_ids: list[Any] = list(getattr(first, "category_ids", range(1, len(first.class_names) + 1)))
+
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[str | os.PathLike]) -> "Ensemble":
+        """Load every region-classifier checkpoint of ``paths`` (CPU) into one ensemble."""
+        return cls([RegionClassifier.load(p) for p in paths])
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.members[0].parameters()).device
+
+    def to(self, device: str | torch.device, *, channels_last: bool = True) -> "Ensemble":
+        """Move every member to ``device`` (NHWC memory format when ``channels_last``); returns self."""
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        for m in self.members:
+            m.to(device=device, memory_format=fmt)
+        return self
+
+    def classify(self, image: Tensor, boxes: Tensor, *, batch_size: int = 256, amp: bool = True,
+                 channels_last: bool = True) -> Tensor:
+        """Class probabilities of every box of one image, averaged over the members.
+
+        Args:
+            image: ``Tensor[3, H, W]`` uint8 RGB (0..255), any device (moved to the members' device).
+            boxes: ``Tensor[P, 4]`` ``(x1, y1, x2, y2)`` absolute pixels of ``image``.
+            batch_size: crops per forward pass; peak crop memory is ``batch_size * 3 * S * S`` floats.
+            amp: bfloat16 autocast on CUDA (no effect on CPU).
+            channels_last: feed crops in NHWC memory format.
+
+        Returns:
+            ``Tensor[P, K+1]`` float32 on the members' device; rows sum to 1; column 0 = background.
+        """
+        device = self.device
+        image = image.to(device)
+        boxes = boxes.to(device=device, dtype=torch.float32)
+        out = torch.zeros((len(boxes), len(self.class_names) + 1), dtype=torch.float32, device=device)
+        if len(boxes) == 0:
+            return out
+        groups: dict[tuple, list[nn.Module]] = {}
+        for m in self.members:  # members sharing crop and fill share the crops
+            groups.setdefault((m.crop, m.preprocessing.mean), []).append(m)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        use_amp = amp and device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            for (crop, mean), group in groups.items():
+                fill = [v * 255.0 for v in mean]
+                start = 0
+                for crops in iter_warped(image, boxes, crop=crop, fill=fill, batch_size=batch_size):
+                    normalised: dict[tuple, Tensor] = {}
+                    for m in group:
+                        key = (m.preprocessing.mean, m.preprocessing.std)
+                        if key not in normalised:
+                            normalised[key] = normalize(crops, *key).contiguous(memory_format=fmt)
+                        out[start:start + len(crops)] += m.probs(normalised[key]).float()
+                    start += len(crops)
+        return out / len(self.members)
