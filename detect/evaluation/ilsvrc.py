@@ -1,0 +1,202 @@
+"""ILSVRC DET evaluation: the rule of the ILSVRC 2013/2014 DET devkit (``eval_detection.m``).
+
+Paper section 8 reports mean average precision on ILSVRC14 DET (43.9% for the 6-model ensemble); this is
+the devkit's measure:
+
+* A detection of class c matches a ground-truth box of class c of size w x h (devkit widths,
+  ``w = xmax - xmin + 1``) when IoU >= ``min(0.5, w * h / ((w + 10) * (h + 10)))``: small objects get a
+  looser threshold. IoU uses the devkit's ``+1`` pixel convention; this module is the only place it
+  exists. Our boxes ``(x1, y1, x2, y2)`` are turned back into the devkit's 1-based inclusive coordinates
+  ``(x1 + 1, y1 + 1, x2, y2)`` first (the inverse of :func:`detect.datasets.read_voc_xml`'s conversion),
+  so the numbers equal the devkit's on the original XML coordinates.
+* Per image, detections are taken in decreasing confidence; each takes, among the not yet matched ground
+  truths of its class that pass their threshold, the one with the highest IoU (true positive); a
+  detection that finds none is a false positive, duplicates included.
+* Per class, all detections are sorted by decreasing confidence (stable), and AP is the VOC area under the
+  monotone precision envelope at every recall step (``VOCap``: all points, not the 11-point rule).
+  A class without ground truth has AP -1 and is left out of the mean.
+
+Deviations: ground truth marked ``ignore`` (VOC ``difficult``; ILSVRC has none) is handled as VOC does:
+it counts in neither recall nor false positives. The devkit's per-class image blacklist of ILSVRC 2014
+val (``ILSVRC2014_det_validation_blacklist.txt``) is not applied; filter those images beforehand.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from detect.datasets import DetectionDataset
+from detect.structures import Detections
+
+log = logging.getLogger(__name__)
+
+#: The devkit's default IoU threshold and its pixel tolerance for small objects.
+DEFAULT_IOU = 0.5
+PIXEL_TOLERANCE = 10.0
+
+
+@dataclass(frozen=True)
+class IlsvrcMetrics:
+    """ILSVRC DET metrics, as fractions in [0, 1].
+
+    Attributes:
+        mAP: mean of ``per_class_AP`` over classes with ground truth (-1 when none has any).
+        per_class_AP: class name -> AP, -1 for a class without ground truth.
+        num_ground_truth: class name -> number of (non-ignored) ground-truth boxes.
+        curves: class name -> ``(recall[D], precision[D])`` at each of its D detections, for plots.
+    """
+
+    mAP: float
+    per_class_AP: dict[str, float]
+    num_ground_truth: dict[str, int] = field(default_factory=dict)
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def stats(self) -> dict[str, float]:
+        """The named summary values."""
+        return {"mAP": self.mAP}
+
+    def pr_curves(self) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+        """Curves for :mod:`detect.evaluation.plots`: one ``("IoU devkit", recall, precision)`` per class."""
+        return {name: [("devkit rule", rec, prec)] for name, (rec, prec) in self.curves.items()
+                if self.num_ground_truth.get(name, 0) > 0}
+
+
+def devkit_iou(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """IoU with the devkit's ``+1`` convention.
+
+    Args:
+        dets: ``[D, 4]`` and gts: ``[G, 4]`` in 1-based inclusive ``(xmin, ymin, xmax, ymax)``.
+
+    Returns:
+        ``[D, G]`` IoU, 0 where boxes do not overlap (the devkit's ``iw > 0 & ih > 0``).
+    """
+    iw = np.minimum(dets[:, None, 2], gts[None, :, 2]) - np.maximum(dets[:, None, 0], gts[None, :, 0]) + 1
+    ih = np.minimum(dets[:, None, 3], gts[None, :, 3]) - np.maximum(dets[:, None, 1], gts[None, :, 1]) + 1
+    inter = iw * ih
+    area_d = (dets[:, 2] - dets[:, 0] + 1) * (dets[:, 3] - dets[:, 1] + 1)
+    area_g = (gts[:, 2] - gts[:, 0] + 1) * (gts[:, 3] - gts[:, 1] + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (area_d[:, None] + area_g[None, :] - inter)
+    return np.where((iw > 0) & (ih > 0), iou, 0.0)
+
+
+def devkit_threshold(gts: np.ndarray) -> np.ndarray:
+    """Per ground-truth IoU threshold ``min(0.5, w h / ((w + 10)(h + 10)))``, widths with ``+1``.
+
+    Args:
+        gts: ``[G, 4]`` 1-based inclusive ``(xmin, ymin, xmax, ymax)``.
+    """
+    w = gts[:, 2] - gts[:, 0] + 1
+    h = gts[:, 3] - gts[:, 1] + 1
+    return np.minimum(DEFAULT_IOU, (w * h) / ((w + PIXEL_TOLERANCE) * (h + PIXEL_TOLERANCE)))
+
+
+def _to_devkit(boxes: np.ndarray) -> np.ndarray:
+    """Our xyxy (no +1) -> the devkit's 1-based inclusive coordinates."""
+    return boxes.astype(np.float64) + np.array([1.0, 1.0, 0.0, 0.0])
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC's ``VOCap``: area under the monotone precision envelope, summed at every recall change."""
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.nonzero(mrec[1:] != mrec[:-1])[0] + 1
+    return float(np.sum((mrec[i] - mrec[i - 1]) * mpre[i]))
+
+
+def match_image(dets: Detections, gt_boxes: np.ndarray, gt_labels: np.ndarray,
+                gt_ignore: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The devkit's greedy matching in one image.
+
+    Args:
+        dets: detections (xyxy, any order); gt_boxes: ``[G, 4]`` xyxy; gt_labels: ``[G]``; gt_ignore: ``[G]``.
+
+    Returns:
+        ``(tp[D], fp[D])`` float arrays in the order of ``dets`` (both 0 for a match to an ignored box).
+    """
+    n = len(dets)
+    tp, fp = np.zeros(n), np.zeros(n)
+    if n == 0:
+        return tp, fp
+    scores = dets.scores.double().numpy()
+    labels = dets.labels.numpy()
+    order = np.argsort(-scores, kind="stable")
+    if len(gt_boxes) == 0:
+        fp[:] = 1.0
+        return tp, fp
+    g = _to_devkit(gt_boxes)
+    iou = devkit_iou(_to_devkit(dets.boxes.double().numpy()), g)
+    thr = devkit_threshold(g)
+    detected = np.zeros(len(g), dtype=bool)
+    for j in order:
+        ok = (labels[j] == gt_labels) & ~detected & (iou[j] >= thr)
+        if ok.any():
+            k = int(np.argmax(np.where(ok, iou[j], -1.0)))
+            detected[k] = True
+            if not gt_ignore[k]:
+                tp[j] = 1.0
+        else:
+            fp[j] = 1.0
+    return tp, fp
+
+
+def evaluate_ilsvrc(dataset: DetectionDataset, dets_by_image: Mapping[Any, Detections]) -> IlsvrcMetrics:
+    """ILSVRC DET AP per class and mAP (the devkit's rule; see the module docstring).
+
+    Args:
+        dataset: ground truth (any kind; the rule is ILSVRC's).
+        dets_by_image: ``{image_id: Detections}`` with the data set's ids and labels ``1..K``; images
+            missing from it have no detections. Ids the data set does not have are an error.
+
+    Returns:
+        :class:`IlsvrcMetrics`.
+    """
+    known = {r.image_id for r in dataset.records}
+    unknown = [i for i in dets_by_image if i not in known]
+    if unknown:
+        raise ValueError(f"detections for {len(unknown)} images not in {dataset.source} (first: {unknown[0]!r})")
+    k_classes = dataset.num_classes
+    npos = np.zeros(k_classes + 1, dtype=np.int64)
+    all_scores, all_labels, all_tp, all_fp = [], [], [], []
+    for rec in dataset.records:
+        gt_labels = rec.labels.numpy()
+        gt_ignore = rec.ignore.numpy()
+        np.add.at(npos, gt_labels[~gt_ignore], 1)
+        dets = dets_by_image.get(rec.image_id)
+        if dets is None or len(dets) == 0:
+            continue
+        if int(dets.labels.min()) < 1 or int(dets.labels.max()) > k_classes:
+            raise ValueError(f"image {rec.image_id!r}: detection labels must be 1..{k_classes}")
+        tp, fp = match_image(dets, rec.boxes.numpy(), gt_labels, gt_ignore)
+        all_scores.append(dets.scores.double().numpy())
+        all_labels.append(dets.labels.numpy())
+        all_tp.append(tp)
+        all_fp.append(fp)
+    scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
+    labels = np.concatenate(all_labels) if all_labels else np.zeros(0, dtype=np.int64)
+    tp_all = np.concatenate(all_tp) if all_tp else np.zeros(0)
+    fp_all = np.concatenate(all_fp) if all_fp else np.zeros(0)
+    order = np.argsort(-scores, kind="stable")
+    scores, labels, tp_all, fp_all = scores[order], labels[order], tp_all[order], fp_all[order]
+
+    per_class, num_gt, curves = {}, {}, {}
+    for k, name in enumerate(dataset.class_names, start=1):
+        sel = labels == k
+        tp = np.cumsum(tp_all[sel])
+        fp = np.cumsum(fp_all[sel])
+        num_gt[name] = int(npos[k])
+        if npos[k] == 0:
+            per_class[name] = -1.0
+            continue
+        recall = tp / npos[k]
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        per_class[name] = voc_ap(recall, precision)
+        curves[name] = (recall, precision)
+    defined = [ap for ap in per_class.values() if ap >= 0]
+    m_ap = float(np.mean(defined)) if defined else -1.0
+    return IlsvrcMetrics(mAP=m_ap, per_class_AP=per_class, num_ground_truth=num_gt, curves=curves)

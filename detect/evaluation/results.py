@@ -1,0 +1,179 @@
+"""Detection results files: COCO results JSON and the ILSVRC DET devkit's submission text.
+
+Inside, detections are ``{image_id: Detections}`` with xyxy float32 boxes and labels ``1..K``; this file
+is the edge where they meet the files' conventions:
+
+* COCO results JSON (the format of ``COCO.loadRes`` and the COCO evaluation server): a list of
+  ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``; ``category_id`` is the data set's own id
+  (:attr:`DetectionDataset.category_ids`: COCO category ids, ILSVRC wnids, VOC class names) and
+  ``image_id`` the data set's own image id.
+* ILSVRC DET submission (devkit ``evaluation/eval_detection.m`` and its readme): one line per detection,
+  ``<image_index> <ILSVRC2014_DET_ID> <confidence> <xmin> <ymin> <xmax> <ymax>``, where ``image_index``
+  is the 1-based index of the image in the image-set file (``val.txt``: ``name index``), the DET id is the
+  1-based class index in the devkit's 200-class order (our label ``k``), and the box is in the devkit's
+  1-based inclusive pixel coordinates: ``(x1 + 1, y1 + 1, x2, y2)`` of our xyxy box, rounded to whole
+  pixels (the devkit reads them with ``%f``, so whole numbers are always accepted).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torchvision.ops import box_convert
+
+from backbone.errors import InputError
+from detect.datasets import DetectionDataset
+from detect.structures import Detections
+
+DetectionsByImage = Mapping[Any, Detections]
+
+_RESULT_FIELDS = ("image_id", "category_id", "bbox", "score")
+
+
+def _check_image_ids(dets_by_image: DetectionsByImage, dataset: DetectionDataset) -> None:
+    known = {r.image_id for r in dataset.records}
+    unknown = [i for i in dets_by_image if i not in known]
+    if unknown:
+        raise ValueError(f"detections for {len(unknown)} images not in the data set {dataset.source} "
+                         f"(first: {unknown[0]!r})")
+
+
+def _check_labels(dets: Detections, num_classes: int, image_id: Any) -> None:
+    if len(dets) and (int(dets.labels.min()) < 1 or int(dets.labels.max()) > num_classes):
+        raise ValueError(f"image {image_id!r}: labels must be 1..{num_classes}, got "
+                         f"{int(dets.labels.min())}..{int(dets.labels.max())}")
+
+
+def to_coco_results(dets_by_image: DetectionsByImage, dataset: DetectionDataset) -> list[dict]:
+    """Detections as a COCO results list (xywh boxes, the data set's own category and image ids).
+
+    Args:
+        dets_by_image: ``{image_id: Detections}``; ids must be the data set's, labels ``1..K``.
+        dataset: gives the category id of each label.
+
+    Returns:
+        ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` in image then detection order.
+    """
+    _check_image_ids(dets_by_image, dataset)
+    cat_ids = dataset.category_ids
+    out: list[dict] = []
+    for image_id, dets in dets_by_image.items():
+        if not len(dets):
+            continue
+        _check_labels(dets, len(cat_ids), image_id)
+        xywh = box_convert(dets.boxes.float(), "xyxy", "xywh").tolist()
+        for box, score, label in zip(xywh, dets.scores.tolist(), dets.labels.tolist()):
+            out.append({"image_id": image_id, "category_id": cat_ids[label - 1], "bbox": box, "score": score})
+    return out
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_coco_results(results: Any, dataset: DetectionDataset, path: str | os.PathLike | None = None) -> list[dict]:
+    """Check a COCO results list against ``dataset``; return it unchanged.
+
+    Raises:
+        InputError: (naming ``path``) not a list, an entry without one of image_id/category_id/bbox/score,
+            a bbox that is not 4 finite numbers with non-negative width and height, a NaN or infinite
+            score, an image id or category id the data set does not have.
+    """
+    if not isinstance(results, list):
+        raise InputError(path, f"expected a JSON list of detections, got {type(results).__name__}")
+    images = {r.image_id for r in dataset.records}
+    cats = set(dataset.category_ids)
+    for i, det in enumerate(results):
+        if not isinstance(det, dict):
+            raise InputError(path, f"entry {i} is {type(det).__name__}, expected an object")
+        for name in _RESULT_FIELDS:
+            if name not in det:
+                raise InputError(path, f"entry {i} has no '{name}' field")
+        if det["image_id"] not in images:
+            raise InputError(path, f"entry {i} has image_id {det['image_id']!r}, which the ground truth does not have")
+        if det["category_id"] not in cats:
+            raise InputError(path, f"entry {i} has category_id {det['category_id']!r}, which the ground truth "
+                                   "does not have")
+        if not _finite(det["score"]):
+            raise InputError(path, f"entry {i} has score {det['score']!r}, expected a finite number")
+        bbox = det["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)):
+            raise InputError(path, f"entry {i} has bbox {bbox!r}, expected [x, y, w, h] finite numbers")
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise InputError(path, f"entry {i} has bbox {bbox!r} with negative width or height")
+    return results
+
+
+def load_coco_results(path: str | os.PathLike, dataset: DetectionDataset) -> list[dict]:
+    """Read and check a COCO results JSON file (see :func:`check_coco_results`)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file")
+    if p.is_dir():
+        raise InputError(p, "is a folder, expected a JSON results file")
+    try:
+        with open(p, "rb") as f:
+            # NaN/Infinity literals parse (Python's json accepts them) and are refused by the check below.
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise InputError(p, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except UnicodeDecodeError:
+        raise InputError(p, "not valid JSON (not UTF-8 text)") from None
+    except OSError as err:
+        raise InputError(p, f"cannot read ({err.strerror or err})") from None
+    return check_coco_results(data, dataset, p)
+
+
+def results_to_detections(results: list[dict], dataset: DetectionDataset) -> dict[Any, Detections]:
+    """A checked COCO results list back to ``{image_id: Detections}`` (xyxy, labels ``1..K``, sorted by score).
+
+    Every image of ``dataset`` gets an entry (empty where it has no detections).
+    """
+    label_of = {c: k + 1 for k, c in enumerate(dataset.category_ids)}
+    grouped: dict[Any, tuple[list, list, list]] = {r.image_id: ([], [], []) for r in dataset.records}
+    for det in results:
+        boxes, scores, labels = grouped[det["image_id"]]
+        boxes.append(det["bbox"])
+        scores.append(det["score"])
+        labels.append(label_of[det["category_id"]])
+    out = {}
+    for image_id, (boxes, scores, labels) in grouped.items():
+        b = box_convert(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "xywh", "xyxy")
+        s = torch.tensor(scores, dtype=torch.float32).reshape(-1)
+        order = torch.argsort(s, descending=True, stable=True)
+        out[image_id] = Detections(b[order], s[order], torch.tensor(labels, dtype=torch.int64).reshape(-1)[order])
+    return out
+
+
+def to_ilsvrc_submission(dets_by_image: DetectionsByImage, dataset: DetectionDataset) -> str:
+    """Detections in the ILSVRC DET devkit's submission format (see the module docstring).
+
+    Args:
+        dets_by_image: ``{image_id: Detections}`` with labels ``1..200`` in the devkit's class order.
+        dataset: an ILSVRC data set (gives each image's index: the image-set file's, else position + 1).
+
+    Returns:
+        The file's text, lines sorted by image index, then by decreasing confidence.
+    """
+    if dataset.kind != "ilsvrc":
+        raise ValueError(f"the ILSVRC submission format needs an ILSVRC data set, got kind {dataset.kind!r}")
+    _check_image_ids(dets_by_image, dataset)
+    index = {r.image_id: dataset.image_index.get(r.image_id, pos + 1) for pos, r in enumerate(dataset.records)}
+    lines = []
+    for image_id in sorted(dets_by_image, key=index.__getitem__):
+        dets = dets_by_image[image_id]
+        if not len(dets):
+            continue
+        _check_labels(dets, dataset.num_classes, image_id)
+        order = torch.argsort(dets.scores, descending=True, stable=True)
+        one_based = torch.round(dets.boxes[order].double()) + torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+        one_based[:, 2:] = torch.maximum(one_based[:, 2:], one_based[:, :2])  # a sub-pixel box stays 1 px wide
+        for (x1, y1, x2, y2), score, label in zip(one_based.long().tolist(), dets.scores[order].tolist(),
+                                                  dets.labels[order].tolist()):
+            lines.append(f"{index[image_id]} {label} {score:.6g} {x1} {y1} {x2} {y2}")
+    return "".join(line + "\n" for line in lines)
