@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
-from proposals.types import Proposals
+from proposals.types import SOURCES, Proposals
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,18 @@ def dedupe(parts: list[Proposals], *, iou: float | None = DEDUPE_IOU) -> Proposa
     priority = torch.arange(len(merged), 0, -1, dtype=torch.float64)  # strictly decreasing: no ties
     keep = nms(merged.boxes.double(), priority, float(iou))  # sorted by priority = original order
     return merged.select(keep)
+
+
+def merge_proposals(parts: list[Proposals], *, dedupe_iou: float | None = DEDUPE_IOU) -> Proposals:
+    """Combine proposal lists of any sources the paper's way: MultiBox boxes first, then deduplicate.
+
+    Boxes are ordered by source (MultiBox before selective search), keeping each part's own order within
+    a source, whatever order ``parts`` come in; then :func:`dedupe` with ``dedupe_iou``.
+    """
+    merged = Proposals.cat(parts)
+    rank = torch.tensor([1 if s == "ss" else 0 for s in SOURCES])  # multibox (0) before ss (1)
+    order = torch.argsort(rank[merged.sources], stable=True)
+    return dedupe([merged.select(order)], iou=dedupe_iou)
 
 
 def default_ss_config(method: str) -> Any:
@@ -108,8 +120,8 @@ def paper_proposals(image: np.ndarray, *, ss_config: Any = None, multibox: Any =
     ss = ss_proposals(image, ss_config=ss_config if ss_config is not None else default_ss_config("paper"))
     if multibox is None:
         _warn_no_multibox()
-        return dedupe([ss], iou=dedupe_iou)
-    return dedupe([multibox.propose(image, top_k=top_k), ss], iou=dedupe_iou)
+        return merge_proposals([ss], dedupe_iou=dedupe_iou)
+    return merge_proposals([multibox.propose(image, top_k=top_k), ss], dedupe_iou=dedupe_iou)
 
 
 #: Proposal methods by name. Each: ``f(image, *, ss_config, multibox, top_k, dedupe_iou) -> Proposals``.

@@ -36,6 +36,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
@@ -45,8 +46,14 @@ import torch.nn.functional as F
 from scipy.cluster.vq import kmeans2
 from scipy.optimize import linear_sum_assignment
 from torch import nn
+from torch.utils.data import Dataset
 from torchvision.ops import clip_boxes_to_image, nms
 
+from backbone.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from backbone.errors import InputError
+from backbone.googlenet import googlenet
+from backbone.images import read_image
+from backbone.preprocess import Preprocessing
 from proposals.types import SOURCES, Proposals
 
 log = logging.getLogger(__name__)
@@ -54,10 +61,6 @@ log = logging.getLogger(__name__)
 #: Source index of MultiBox boxes in :class:`~proposals.types.Proposals`.
 MULTIBOX_SOURCE = SOURCES.index("multibox")
 
-#: ImageNet mean / std on [0, 1] RGB (torchvision's GoogLeNet weights); used when no backbone preprocessing
-#: is given.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,6 @@ class MultiBoxConfig:
     match_on: str = "priors"  # "priors" or "predictions": which boxes the bipartite matching compares
     top_k: int = 200  # boxes kept per image at inference (GoogLeNet paper, sec. 8)
     conf_prior: float = 0.01  # initial confidence (logit bias), so 800 negatives do not swamp early training
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if self.match_on not in ("priors", "predictions"):
@@ -84,12 +85,12 @@ class MultiBoxConfig:
             raise ValueError("num_priors and top_k must be >= 1 and input_size >= 32")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return dataclasses.asdict(self)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "MultiBoxConfig":
         names = {f.name for f in dataclasses.fields(MultiBoxConfig)}
-        return MultiBoxConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+        return MultiBoxConfig(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,24 @@ def kmeans_priors(boxes: torch.Tensor, k: int, *, seed: int = 0, iterations: int
 # ----------------------------------------------------------------------------------------- the model
 
 
+def preprocessing_for(config: MultiBoxConfig, base: Preprocessing | None = None) -> Preprocessing:
+    """The backbone's preprocessing (mean/std of ``base``, ImageNet's by default) at MultiBox's input size."""
+    base = base or Preprocessing()
+    return dataclasses.replace(base, resize=config.input_size, crop=config.input_size)
+
+
+def warp_to_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """Warp a whole RGB image (anisotropically) to ``size x size``, the MultiBox input.
+
+    ``image``: ``np.ndarray[H, W, 3]`` uint8 RGB. Returns ``Tensor[3, size, size]`` float32 in ``[0, 1]``
+    (not yet normalised). Area interpolation: photos are usually shrunk a lot.
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
+    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255)
+
+
 class MultiBoxHead(nn.Module):
     """Feature map ``N x C x h x w`` -> ``N x K x 5`` (4 offsets + 1 logit per prior)."""
 
@@ -172,19 +191,29 @@ class MultiBox(nn.Module):
             (the backbone's GoogLeNet; tests use a tiny stand-in).
         priors: ``Tensor[K, 4]`` normalised xyxy priors (see :func:`kmeans_priors`).
         config: the rest; ``config.num_priors`` is informational, ``K`` comes from ``priors``.
+        preprocessing: the backbone's :class:`~backbone.preprocess.Preprocessing`; only its ``mean`` and
+            ``std`` are used (MultiBox warps the whole image to ``input_size``, it does not crop).
     """
 
-    def __init__(self, trunk: nn.Module, priors: torch.Tensor, config: MultiBoxConfig) -> None:
+    def __init__(self, trunk: nn.Module, priors: torch.Tensor, config: MultiBoxConfig,
+                 preprocessing: Preprocessing | None = None) -> None:
         super().__init__()
         if priors.ndim != 2 or priors.shape[1] != 4 or priors.shape[0] == 0:
             raise ValueError(f"priors must be Tensor[K>0, 4], got {tuple(priors.shape)}")
         self.config = config
+        self.preprocessing = preprocessing_for(config, preprocessing)
         self.trunk = trunk
         self.register_buffer("priors", priors.detach().float().clone())
-        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1))
+        mean, std = self.preprocessing.mean, self.preprocessing.std
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.head = MultiBoxHead(int(trunk.num_features), priors.shape[0], channels=config.head_channels,
                                  grid=config.head_grid, dropout=config.dropout, conf_prior=config.conf_prior)
+
+    @staticmethod
+    def from_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> "MultiBox":
+        """Same as :func:`load_multibox`."""
+        return load_multibox(path, device=device)
 
     @property
     def num_priors(self) -> int:
@@ -206,10 +235,7 @@ class MultiBox(nn.Module):
         """
         size = self.config.input_size
         if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
-            resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-            t = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255)
+            t = warp_to_input(image, size)
         else:
             t = image.float() / 255 if image.dtype == torch.uint8 else image.float()
             t = F.interpolate(t.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False)[0]
@@ -302,6 +328,7 @@ def multibox_loss(output: MultiBoxOutput, gt_boxes: Sequence[torch.Tensor], prio
         ``(loss, metrics)``: scalar loss with gradients; metrics ``loc``, ``conf`` (batch means) and
         ``matched`` (mean matched boxes per image).
     """
+    output = MultiBoxOutput(boxes=output.boxes.float(), logits=output.logits.float())  # autocast-safe
     n = output.boxes.shape[0]
     if len(gt_boxes) != n:
         raise ValueError(f"{n} outputs but {len(gt_boxes)} ground-truth lists")
@@ -317,6 +344,125 @@ def multibox_loss(output: MultiBoxOutput, gt_boxes: Sequence[torch.Tensor], prio
         targets[i, bi] = 1.0
         loc_terms.append(0.5 * (output.boxes[i, bi] - gt[gi]).pow(2).sum())
     loc = torch.stack(loc_terms).mean()
-    conf = F.binary_cross_entropy_with_logits(output.logits.float(), targets, reduction="sum") / n
+    conf = F.binary_cross_entropy_with_logits(output.logits, targets, reduction="sum") / n
     loss = alpha * loc + conf
     return loss, {"loc": float(loc.detach()), "conf": float(conf.detach()), "matched": matched / max(n, 1)}
+
+
+@dataclass(frozen=True)
+class MultiBoxLoss:
+    """The engine's ``loss_fn(model, batch, device) -> (loss, metrics)`` for MultiBox (picklable)."""
+
+    alpha: float = 0.3
+    match_on: str = "priors"
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, list[torch.Tensor]],
+                 device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        images, gt_boxes = batch
+        output = model(images.to(device, non_blocking=True))
+        priors = getattr(model, "module", model).priors  # DistributedDataParallel wraps the model
+        return multibox_loss(output, [g.to(device) for g in gt_boxes], priors, alpha=self.alpha,
+                             match_on=self.match_on)
+
+
+# ------------------------------------------------------------------------------------- training data
+
+
+def normalised_boxes(record: Any) -> torch.Tensor:
+    """A dataset record's non-ignored boxes as ``Tensor[G, 4]`` xyxy divided by (width, height)."""
+    boxes = record.boxes[~record.ignore.bool()].float()
+    scale = torch.tensor([record.width, record.height, record.width, record.height], dtype=torch.float32)
+    return (boxes / scale).clamp(0, 1)
+
+
+def priors_from_records(records: Sequence[Any], k: int, *, seed: int = 0) -> torch.Tensor:
+    """k-means priors (:func:`kmeans_priors`) of all non-ignored training boxes of ``records``."""
+    boxes = [normalised_boxes(r) for r in records]
+    boxes = [b for b in boxes if b.shape[0]]
+    if not boxes:
+        raise InputError(None, "the training set has no boxes to compute MultiBox priors from")
+    return kmeans_priors(torch.cat(boxes), k, seed=seed)
+
+
+class MultiBoxDataset(Dataset):
+    """Detection records -> ``(image Tensor[3, S, S] normalised, boxes Tensor[G, 4] normalised xyxy)``.
+
+    Ignored boxes (COCO crowd, VOC difficult) are left out; an image without boxes teaches "no object".
+    With ``flip`` a random horizontal mirror (torch's generator, which the engine seeds per item).
+    """
+
+    def __init__(self, records: Sequence[Any], *, input_size: int, preprocessing: Preprocessing,
+                 flip: bool = True) -> None:
+        self.records = list(records)
+        self.input_size = input_size
+        self.preprocessing = preprocessing
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        record = self.records[index]
+        image = warp_to_input(read_image(record.file), self.input_size)  # 3 x S x S in [0, 1]
+        boxes = normalised_boxes(record)  # G x 4
+        if self.flip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+            boxes = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1)
+        return self.preprocessing.normalize(image), boxes
+
+
+def collate_multibox(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Stack images (``Tensor[N, 3, S, S]``); keep ground truth as a list (``G_i`` differ)."""
+    return torch.stack([image for image, _ in items]), [boxes for _, boxes in items]
+
+
+# --------------------------------------------------------------------------------- build, save, load
+
+
+def build_multibox(priors: torch.Tensor, config: MultiBoxConfig = MultiBoxConfig(), *,
+                   weights: str | os.PathLike | None = None) -> MultiBox:
+    """A MultiBox on a fresh GoogLeNet trunk (no classifier, no auxiliary heads).
+
+    Args:
+        priors: ``Tensor[K, 4]`` normalised xyxy.
+        config: ``config.variant`` picks the trunk ("paper" or "torchvision").
+        weights: trunk initialisation: None (random), ``"imagenet"`` (torchvision variant), or a
+            backbone checkpoint / state dict path (its classifier is dropped).
+    """
+    variant = config.variant if weights is None or os.fspath(weights) != "imagenet" else "torchvision"
+    if variant != config.variant:
+        config = dataclasses.replace(config, variant=variant)
+    trunk = googlenet(variant=variant, weights=weights, aux_logits=False)
+    trunk.reset_classifier(0)
+    return MultiBox(trunk, priors, config)
+
+
+def save_multibox(path: str | os.PathLike, model: MultiBox, *, config: dict[str, Any] | None = None) -> None:
+    """Write ``model`` as a backbone checkpoint of its trunk (0 classes) plus the MultiBox parts.
+
+    Extra keys: ``multibox`` (:class:`MultiBoxConfig` as a dict), ``multibox_head`` (head state dict) and
+    ``priors`` (``Tensor[K, 4]``). Atomic; loads with ``weights_only=True``.
+    """
+    save_checkpoint(path, model.trunk, class_names=[], preprocessing=model.preprocessing, config=config or {},
+                    extra={"multibox": model.config.to_dict(), "priors": model.priors.detach().cpu(),
+                           "multibox_head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()}})
+
+
+def load_multibox(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> MultiBox:
+    """Rebuild a MultiBox written by :func:`save_multibox` (evaluation mode, on ``device``).
+
+    Raises:
+        InputError: one line, for a missing/corrupt file or a checkpoint that is not a MultiBox.
+    """
+    ckpt = load_checkpoint(path)
+    if not {"multibox", "multibox_head", "priors"} <= set(ckpt):
+        raise InputError(path, "not a MultiBox checkpoint (no priors / box head); "
+                               "train one with 'detect multibox train'")
+    trunk, _ = model_from_checkpoint(ckpt)
+    try:
+        config = MultiBoxConfig.from_dict(ckpt["multibox"])
+        model = MultiBox(trunk, ckpt["priors"], config, Preprocessing.from_dict(ckpt["preprocessing"]))
+        model.head.load_state_dict(ckpt["multibox_head"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise InputError(path, f"MultiBox parts do not fit ({str(err).splitlines()[0]})") from None
+    return model.to(device).eval()

@@ -149,3 +149,63 @@ def test_propose_batch_matches_single_and_accepts_tensors(rng: np.random.Generat
     assert torch.allclose(batch[0].boxes, single.boxes, atol=1e-4)
     assert batch[1].boxes[:, [0, 2]].max() <= 32 and batch[1].boxes[:, [1, 3]].max() <= 64
     assert model.training  # propose does not leave the model in eval mode
+
+
+def test_save_and_load_round_trip_on_the_real_trunk(tmp_path, rng: np.random.Generator) -> None:
+    from proposals.multibox import build_multibox, load_multibox, save_multibox
+
+    model = build_multibox(PRIORS, MultiBoxConfig(num_priors=4, input_size=64, top_k=3)).eval()
+    path = tmp_path / "mb.pt"
+    save_multibox(path, model, config={"note": "test"})
+    entry = torch.load(path, weights_only=True)
+    assert entry["multibox"]["input_size"] == 64 and torch.equal(entry["priors"], PRIORS)
+    loaded = MultiBox.from_checkpoint(path)
+    assert loaded.config == model.config and loaded.preprocessing == model.preprocessing
+    image = rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    a, b = model.propose(image), loaded.propose(image)
+    assert len(a) == 3 and torch.allclose(a.boxes, b.boxes) and torch.allclose(a.scores, b.scores)
+
+
+def test_load_refuses_a_classifier_checkpoint(tmp_path) -> None:
+    from backbone import Preprocessing, googlenet, save_checkpoint
+    from backbone.errors import InputError
+    from proposals.multibox import load_multibox
+
+    clf = googlenet(variant="paper", num_classes=2, aux_logits=False)
+    save_checkpoint(tmp_path / "clf.pt", clf, class_names=["a", "b"], preprocessing=Preprocessing(), config={})
+    with pytest.raises(InputError, match="not a MultiBox checkpoint"):
+        load_multibox(tmp_path / "clf.pt")
+    with pytest.raises(InputError, match="no such file"):
+        load_multibox(tmp_path / "missing.pt")
+
+
+def test_dataset_normalises_boxes_drops_ignored_and_flips(tmp_path) -> None:
+    import cv2
+    from dataclasses import dataclass as dc
+
+    from backbone.preprocess import Preprocessing
+    from proposals.multibox import MultiBoxDataset, collate_multibox, priors_from_records
+
+    @dc(frozen=True)
+    class Rec:  # the fields of detect.datasets.ImageRecord that MultiBox reads
+        file: str
+        width: int
+        height: int
+        boxes: torch.Tensor
+        ignore: torch.Tensor
+
+    img = np.zeros((50, 100, 3), np.uint8)
+    img[:, :50] = 255  # left half white
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    rec = Rec(str(tmp_path / "a.png"), 100, 50, torch.tensor([[0.0, 0, 50, 50], [10, 10, 20, 20]]),
+              torch.tensor([False, True]))
+    ds = MultiBoxDataset([rec], input_size=32, preprocessing=Preprocessing(), flip=False)
+    image, boxes = ds[0]
+    assert image.shape == (3, 32, 32) and boxes.tolist() == [[0.0, 0.0, 0.5, 1.0]]
+    assert image[:, :, :10].mean() > image[:, :, -10:].mean()
+    flipped = MultiBoxDataset([rec], input_size=32, preprocessing=Preprocessing(), flip=True)
+    outs = {tuple(flipped[0][1][0].tolist()) for _ in range(20)}
+    assert outs == {(0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0)}
+    images, gts = collate_multibox([ds[0], ds[0]])
+    assert images.shape == (2, 3, 32, 32) and len(gts) == 2
+    assert priors_from_records([rec], 5).tolist() == [[0.0, 0.0, 0.5, 1.0]]

@@ -1,0 +1,113 @@
+"""Merging selective search and MultiBox proposals: order, deduplication, fallback, method table."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from proposals.merge import (DEDUPE_IOU, METHODS, ProposalMethod, dedupe, merge_proposals, paper_proposals)
+from proposals.types import Proposals
+
+
+def props(boxes: list[list[float]], scores: list[float], source: int) -> Proposals:
+    return Proposals(torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores, dtype=torch.float32),
+                     torch.full((len(boxes),), source, dtype=torch.int64))
+
+
+SS = props([[0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 40, 40], [50, 50, 60, 60]], [-1, -2, -3, -4], 0)
+MB = props([[20, 20, 40, 41], [70, 70, 90, 90]], [0.9, 0.5], 1)
+
+
+class FakeMultiBox:
+    def __init__(self, p: Proposals) -> None:
+        self.p = p
+        self.calls: list[int] = []
+
+    def propose(self, image: np.ndarray, *, top_k: int) -> Proposals:
+        self.calls.append(top_k)
+        return self.p.select(torch.arange(min(top_k, len(self.p))))
+
+
+def test_dedupe_keeps_the_better_ranked_box() -> None:
+    out = dedupe([SS], iou=0.7)
+    # [0,0,10,11] overlaps [0,0,10,10] with IoU 10/11 > 0.7: the earlier (better-ranked) one stays
+    assert out.boxes.tolist() == [[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]]
+    assert out.scores.tolist() == [-1, -3, -4]
+    assert len(dedupe([SS], iou=None)) == 4
+    assert len(dedupe([SS], iou=0.95)) == 4  # 10/11 = 0.909 is below 0.95
+
+
+def test_merge_puts_multibox_first_whatever_the_part_order() -> None:
+    for parts in ([SS, MB], [MB, SS]):
+        out = merge_proposals(parts)
+        assert out.sources.tolist() == [1, 1, 0, 0]
+        # the SS box [20,20,40,40] duplicates MultiBox's [20,20,40,41] (IoU 0.976) and goes, and so does
+        # SS's own near-duplicate [0,0,10,11]
+        assert out.boxes.tolist() == [[20, 20, 40, 41], [70, 70, 90, 90], [0, 0, 10, 10], [50, 50, 60, 60]]
+        assert out.scores.tolist() == pytest.approx([0.9, 0.5, -1, -4])
+    assert DEDUPE_IOU == 0.7
+
+
+def test_merge_of_disjoint_lists_keeps_everything() -> None:
+    far = props([[100, 100, 120, 120]], [0.3], 1)
+    assert len(merge_proposals([far, dedupe([SS])])) == 4
+    assert len(merge_proposals([])) == 0
+
+
+def test_paper_proposals_combines_ss_and_top_k_multibox(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    def fake_ss(image, *, ss_config=None, **_):
+        seen["config"] = ss_config
+        return SS
+
+    monkeypatch.setattr("proposals.merge.ss_proposals", fake_ss)
+    mb = FakeMultiBox(MB)
+    out = paper_proposals(np.zeros((100, 100, 3), np.uint8), ss_config="cfg", multibox=mb, top_k=1)
+    assert mb.calls == [1] and seen["config"] == "cfg"
+    assert out.sources.tolist() == [1, 0, 0]  # one MultiBox box, SS minus its duplicates
+
+
+def test_paper_without_multibox_falls_back_to_ss_with_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("proposals.merge.ss_proposals", lambda image, **_: SS)
+    import proposals.merge as merge
+
+    merge._warn_no_multibox.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="proposals.merge"):
+        out = paper_proposals(np.zeros((100, 100, 3), np.uint8), ss_config="cfg")
+    assert torch.all(out.sources == 0) and len(out) == 3
+    assert "no MultiBox model" in caplog.text
+
+
+def test_methods_table_and_method_settings(tmp_path) -> None:
+    assert set(METHODS) == {"ss", "multibox", "paper"}
+    with pytest.raises(ValueError, match="unknown proposal method"):
+        ProposalMethod("edgeboxes")
+    with pytest.raises(ValueError, match="needs MultiBox weights"):
+        ProposalMethod("multibox")
+    with pytest.raises(ValueError, match="needs a MultiBox model"):
+        METHODS["multibox"](np.zeros((8, 8, 3), np.uint8))
+
+
+ss_module = pytest.importorskip("proposals.selective_search")
+
+
+def test_real_selective_search_paper_method(rng: np.random.Generator) -> None:
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[10:40, 10:50] = (200, 30, 30)
+    image[30:55, 45:75] = (20, 180, 40)
+    image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
+    config = ss_module.SelectiveSearchConfig(min_size=5)
+    ss = ProposalMethod("ss", ss_config=config)(image)
+    paper = ProposalMethod("paper", ss_config=config)(image)
+    assert len(ss) > 0 and torch.all(paper.sources == 0)
+    assert len(paper) <= len(ss)
+    assert paper.boxes[:, 2].max() <= 80 and paper.boxes[:, 3].max() <= 60
+    # the default configs: superpixel scale 1 for "ss", 2 for "paper"; the hash tells them apart
+    assert ProposalMethod("ss").resolved_ss_config().superpixel_scale == 1.0
+    assert ProposalMethod("paper").resolved_ss_config().superpixel_scale == 2.0
+    assert ProposalMethod("ss").config_hash() != ProposalMethod("paper").config_hash()
