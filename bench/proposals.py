@@ -1,0 +1,188 @@
+"""Selective search benchmark: ours (fast mode) vs OpenCV contrib's, on the same real images.
+
+Both methods see the same pixels: every coco128 image is resized to width 500 (``cv2.INTER_AREA``) and
+written as PNG to a temporary folder; ground-truth boxes (COCO xywh, crowd boxes left out) are scaled the
+same way. Recall@0.5/0.7, ABO/MABO (classes = COCO categories) and AR come from
+:func:`proposals.metrics.proposal_recall`.
+
+OpenCV contrib (``opencv-contrib-python-headless``) cannot live in our environment beside
+``opencv-python-headless`` (both install the ``cv2`` package), so it runs in its own small venv that holds
+only opencv-contrib and numpy, as a subprocess: it gets the PNG paths, runs
+``cv2.ximgproc.segmentation.createSelectiveSearchSegmentation`` + ``switchToSelectiveSearchFast()`` on
+each, and writes the boxes (OpenCV xywh, converted to xyxy here) to ``.npy`` files plus its timings.
+Set up once (about a minute):
+
+    python -m venv /tmp/ocv-contrib-venv
+    /tmp/ocv-contrib-venv/bin/pip install opencv-contrib-python-headless numpy
+
+Run (all 128 images, 1 and 2 cores; about 15 minutes on 2 idle cores):
+
+    python bench/proposals.py --opencv-python /tmp/ocv-contrib-venv/bin/python
+    python bench/proposals.py --opencv-python /tmp/ocv-contrib-venv/bin/python --limit 16 --cores 1
+
+Cores: with ``--cores 1`` OpenCV runs with ``cv2.setNumThreads(1)`` and ours sequentially (workers=1);
+with ``--cores 2`` OpenCV runs with ``cv2.setNumThreads(2)`` (its own parallel_for threading) and ours
+with ``selective_search_many(..., workers=2)`` (one process per core, ``cv2.setNumThreads(1)`` inside).
+Times are wall-clock seconds per image over the whole set (image decoding included for both), and CPU
+seconds per image (``time.process_time``, summed over threads/processes) since the machine may be shared.
+Ours also runs with the GoogLeNet paper's ``superpixel_scale=2`` and, to compare at equal box counts,
+truncated to OpenCV's number of boxes for each image (ranking keeps the best-ranked ones).
+Prints a markdown table; ``--out FILE.json`` also saves the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backbone.files import write_json  # noqa: E402
+from backbone.images import read_image  # noqa: E402
+from proposals.metrics import ProposalStats, proposal_recall  # noqa: E402
+from proposals.selective_search import SelectiveSearchConfig, selective_search_many  # noqa: E402
+
+WIDTH = 500  # R-CNN's selective search input width
+
+#: Runs inside the opencv-contrib venv: argv = threads, output folder, image paths. Prints timings as JSON.
+OPENCV_SCRIPT = r"""
+import json, sys, time
+import cv2, numpy as np
+threads, out, paths = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+cv2.setNumThreads(threads)
+ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+wall0, cpu0 = time.perf_counter(), time.process_time()
+for i, p in enumerate(paths):
+    img = cv2.imread(p, cv2.IMREAD_COLOR)
+    ss.setBaseImage(img)
+    ss.switchToSelectiveSearchFast()
+    np.save(f"{out}/{i}.npy", np.asarray(ss.process(), np.int32).reshape(-1, 4))
+print(json.dumps({"wall": time.perf_counter() - wall0, "cpu": time.process_time() - cpu0,
+                  "version": cv2.__version__, "threads": cv2.getNumThreads()}))
+"""
+
+
+def load_set(ann_file: Path, image_dir: Path, limit: int | None, folder: Path
+             ) -> tuple[list[Path], list[torch.Tensor], list[torch.Tensor]]:
+    """Resize the images to width 500, save as PNG in ``folder``; return paths, gt boxes xyxy and labels."""
+    data = json.loads(ann_file.read_text())
+    images = sorted(data["images"], key=lambda im: im["file_name"])[:limit]
+    boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in images}
+    labels: dict[int, list[int]] = {im["id"]: [] for im in images}
+    for ann in data["annotations"]:
+        if ann["image_id"] in boxes and not ann.get("iscrowd", 0):
+            x, y, w, h = ann["bbox"]
+            boxes[ann["image_id"]].append([x, y, x + w, y + h])  # COCO xywh -> xyxy at the edge
+            labels[ann["image_id"]].append(ann["category_id"])
+    paths, gts, gt_labels = [], [], []
+    for im in images:
+        rgb = read_image(image_dir / im["file_name"])
+        h, w = rgb.shape[:2]
+        new_h = max(1, round(h * WIDTH / w))
+        small = cv2.resize(rgb, (WIDTH, new_h), interpolation=cv2.INTER_AREA)
+        path = folder / (Path(im["file_name"]).stem + ".png")
+        cv2.imwrite(str(path), small[:, :, ::-1])
+        scale = torch.tensor([WIDTH / w, new_h / h, WIDTH / w, new_h / h])
+        paths.append(path)
+        gts.append(torch.tensor(boxes[im["id"]], dtype=torch.float32).reshape(-1, 4) * scale)
+        gt_labels.append(torch.tensor(labels[im["id"]], dtype=torch.int64))
+    return paths, gts, gt_labels
+
+
+def run_opencv(python: str, paths: list[Path], threads: int, folder: Path) -> tuple[list[torch.Tensor], dict]:
+    """OpenCV SS fast in the contrib venv; returns xyxy boxes per image and its timing dict."""
+    out = folder / f"opencv{threads}"
+    out.mkdir(exist_ok=True)
+    done = subprocess.run([python, "-c", OPENCV_SCRIPT, str(threads), str(out), *map(str, paths)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"OpenCV subprocess failed:\n{done.stderr.strip()}")
+    timing = json.loads(done.stdout.strip().splitlines()[-1])
+    boxes = []
+    for i in range(len(paths)):
+        xywh = torch.from_numpy(np.load(out / f"{i}.npy")).float()
+        boxes.append(torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1))  # OpenCV xywh -> xyxy
+    return boxes, timing
+
+
+def run_ours(paths: list[Path], config: SelectiveSearchConfig, workers: int) -> tuple[list[torch.Tensor], dict]:
+    """Our selective search over the PNGs (decoding included); returns boxes and timings."""
+    import resource
+
+    def children_cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+
+    wall0, cpu0, child0 = time.perf_counter(), time.process_time(), children_cpu()
+    props = selective_search_many(paths, config, workers=workers)
+    timing = {"wall": time.perf_counter() - wall0,
+              "cpu": time.process_time() - cpu0 + children_cpu() - child0}
+    return [p.boxes for p in props], timing
+
+
+def row(name: str, stats: ProposalStats, timing: dict | None, n: int, ref: dict | None) -> str:
+    if timing is None:
+        times = "(same run)", "", ""
+    else:
+        ratio = f"{timing['wall'] / ref['wall']:.2f}" if ref else "1.00"
+        times = f"{timing['wall'] / n:.3f}", f"{timing['cpu'] / n:.3f}", ratio
+    return (f"| {name} | {stats.boxes_per_image:.0f} | {stats.recall_50:.3f} | {stats.recall_70:.3f} | "
+            f"{stats.mabo:.3f} | {stats.ar_1000:.3f} | {times[0]} | {times[1]} | {times[2]} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    repo = Path(__file__).resolve().parents[1]
+    data = repo.parent / "shared" / "data" / "coco128"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--opencv-python", default="/tmp/ocv-contrib-venv/bin/python",
+                        help="python of a venv with opencv-contrib-python-headless (see module docstring)")
+    parser.add_argument("--annotations", type=Path, default=data / "annotations" / "instances_train2017.json")
+    parser.add_argument("--images", type=Path, default=data / "train2017")
+    parser.add_argument("--limit", type=int, default=None, help="first N images (default: all)")
+    parser.add_argument("--cores", type=int, nargs="+", default=[1, 2], choices=[1, 2])
+    parser.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
+    args = parser.parse_args(argv)
+
+    results: dict[str, dict] = {}
+    lines = ["| method | boxes/image | recall@0.5 | recall@0.7 | MABO | AR@1000 | s/image (wall) | "
+             "CPU s/image | time / OpenCV |", "|---|---|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        paths, gts, labels = load_set(args.annotations, args.images, args.limit, folder)
+        n = len(paths)
+        ours_cfg = SelectiveSearchConfig(strategy="fast", max_width=WIDTH)
+        run_ours(paths[:1], ours_cfg, 1)  # warm-up: loads the compiled kernels from numba's cache
+        for cores in args.cores:
+            cv_boxes, cv_time = run_opencv(args.opencv_python, paths, cores, folder)
+            cv_stats = proposal_recall(cv_boxes, gts, labels)
+            our_boxes, our_time = run_ours(paths, ours_cfg, cores)
+            our_stats = proposal_recall(our_boxes, gts, labels)
+            cut = [b[: len(c)] for b, c in zip(our_boxes, cv_boxes)]
+            cut_stats = proposal_recall(cut, gts, labels)
+            x2_boxes, x2_time = run_ours(paths, SelectiveSearchConfig(superpixel_scale=2, max_width=WIDTH), cores)
+            x2_stats = proposal_recall(x2_boxes, gts, labels)
+            tag = f"{cores} core{'s' if cores > 1 else ''}"
+            lines += [row(f"OpenCV {cv_time['version']} SS fast, setNumThreads({cores})", cv_stats, cv_time, n, None),
+                      row(f"ours fast, workers={cores}", our_stats, our_time, n, cv_time),
+                      row("ours fast, cut to OpenCV's box count per image", cut_stats, None, n, None),
+                      row(f"ours fast, superpixel_scale=2, workers={cores}", x2_stats, x2_time, n, cv_time)]
+            results[tag] = {"opencv": {**cv_stats.__dict__, **cv_time}, "ours": {**our_stats.__dict__, **our_time},
+                            "ours_cut": cut_stats.__dict__, "ours_x2": {**x2_stats.__dict__, **x2_time}}
+    print(f"{n} coco128 images resized to width {WIDTH}, {sum(len(g) for g in gts)} ground-truth boxes\n")
+    print("\n".join(lines))
+    if args.out is not None:
+        write_json(args.out, results, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
