@@ -1,0 +1,124 @@
+"""ILSVRC DET evaluation (devkit rule) on hand-made cases, and the devkit submission format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from detect.datasets import DetectionDataset, ImageRecord
+from detect.evaluation import evaluate_ilsvrc, to_ilsvrc_submission
+from detect.evaluation.ilsvrc import devkit_iou, devkit_threshold, voc_ap
+from detect.structures import Detections
+
+CLASSES = ["cat", "dog", "yak"]
+
+
+def record(image_id: str, boxes: list[list[float]], labels: list[int], ignore: list[bool] | None = None) -> ImageRecord:
+    n = len(boxes)
+    return ImageRecord(image_id, Path(f"/nowhere/{image_id}.JPEG"), 200, 200,
+                       torch.tensor(boxes, dtype=torch.float32).reshape(n, 4), torch.tensor(labels, dtype=torch.int64),
+                       torch.tensor(ignore or [False] * n, dtype=torch.bool))
+
+
+def dataset(*records: ImageRecord, index: dict | None = None) -> DetectionDataset:
+    return DetectionDataset(list(records), CLASSES, ["n00000001", "n00000002", "n00000003"], "ilsvrc",
+                            Path("/nowhere"), image_index=index or {})
+
+
+def dets(boxes: list[list[float]], scores: list[float], labels: list[int]) -> Detections:
+    return Detections(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(scores),
+                      torch.tensor(labels, dtype=torch.int64))
+
+
+def test_perfect_set_is_one_and_class_without_gt_is_left_out() -> None:
+    a = record("a", [[10, 10, 60, 80], [100, 100, 150, 190]], [1, 2])
+    b = record("b", [[0, 0, 199, 199]], [1])
+    ds = dataset(a, b)
+    m = evaluate_ilsvrc(ds, {"a": dets(a.boxes.tolist(), [0.9, 0.8], [1, 2]), "b": dets(b.boxes.tolist(), [0.7], [1])})
+    assert m.per_class_AP == {"cat": 1.0, "dog": 1.0, "yak": -1.0} and m.mAP == 1.0
+    assert m.num_ground_truth == {"cat": 2, "dog": 1, "yak": 0}
+    # a detection of the class without ground truth changes nothing for the others
+    extra = evaluate_ilsvrc(ds, {"a": dets(a.boxes.tolist() + [[0, 0, 5, 5]], [0.9, 0.8, 0.95], [1, 2, 3]),
+                                 "b": dets(b.boxes.tolist(), [0.7], [1])})
+    assert extra.per_class_AP == m.per_class_AP and extra.mAP == 1.0
+    assert evaluate_ilsvrc(ds, {}).per_class_AP == {"cat": 0.0, "dog": 0.0, "yak": -1.0}
+
+
+def test_small_objects_get_a_lower_threshold() -> None:
+    # devkit sizes: a 10x10 box -> threshold 100 / 400 = 0.25; a 100x100 box -> 0.5
+    small = [[20.0, 20, 30, 30]]
+    big = [[50.0, 50, 150, 150]]
+    g = np.array([[21.0, 21, 30, 30], [51, 51, 150, 150]])  # the same boxes in 1-based inclusive coordinates
+    assert devkit_threshold(g) == pytest.approx([0.25, 0.5])
+    shifted_small = [[24.0, 20, 34, 30]]       # IoU 6/14 = 0.43: passes 0.25, would fail 0.5
+    shifted_big = [[90.0, 50, 190, 150]]       # IoU 60/140 = 0.43: fails 0.5
+    assert float(box_iou(torch.tensor(shifted_small), torch.tensor(small))) == pytest.approx(6 / 14)
+    ds = dataset(record("s", small, [1]), record("b", big, [2]))
+    m = evaluate_ilsvrc(ds, {"s": dets(shifted_small, [0.9], [1]), "b": dets(shifted_big, [0.9], [2])})
+    assert m.per_class_AP["cat"] == 1.0 and m.per_class_AP["dog"] == 0.0
+
+
+def test_duplicates_are_false_positives() -> None:
+    ds = dataset(record("a", [[0, 0, 50, 50], [100, 100, 150, 150]], [1, 1]))
+    # 0.9 on the first box (TP), 0.8 again on it (duplicate: FP), 0.7 on the second (TP)
+    d = dets([[0, 0, 50, 50], [1, 1, 50, 50], [100, 100, 150, 150]], [0.9, 0.8, 0.7], [1, 1, 1])
+    m = evaluate_ilsvrc(ds, {"a": d})
+    # recall .5 .5 1, precision 1 .5 2/3 -> envelope 1, 2/3, 2/3 -> AP = .5 * 1 + .5 * 2/3
+    assert m.per_class_AP["cat"] == pytest.approx(0.5 + 0.5 * 2 / 3)
+    rec, prec = m.curves["cat"]
+    assert rec.tolist() == [0.5, 0.5, 1.0] and prec == pytest.approx([1, 0.5, 2 / 3])
+
+
+def test_detection_takes_best_unmatched_ground_truth_and_wrong_class_is_fp() -> None:
+    gts = [[0, 0, 100, 100], [10, 0, 110, 100]]
+    ds = dataset(record("a", gts, [1, 1]))
+    # first (highest score) takes the gt it overlaps most (the second); the next one the remaining gt
+    d = dets([[10, 0, 110, 100], [5, 0, 105, 100], [0, 0, 100, 100]], [0.9, 0.8, 0.7], [1, 1, 2])
+    m = evaluate_ilsvrc(ds, {"a": d})
+    assert m.per_class_AP["cat"] == 1.0 and m.per_class_AP["dog"] == -1.0
+
+
+def test_ignored_ground_truth_counts_neither_way() -> None:
+    ds = dataset(record("a", [[0, 0, 50, 50], [100, 100, 150, 150]], [1, 1], ignore=[False, True]))
+    d = dets([[100, 100, 150, 150], [0, 0, 50, 50]], [0.9, 0.8], [1, 1])
+    m = evaluate_ilsvrc(ds, {"a": d})
+    assert m.per_class_AP["cat"] == 1.0 and m.num_ground_truth["cat"] == 1
+
+
+def test_ranking_across_images() -> None:
+    ds = dataset(record("a", [[0, 0, 50, 50]], [1]), record("b", [[0, 0, 50, 50]], [1]))
+    # a: FP at 0.95; b: TP at 0.9; a: TP at 0.5  -> recall 0 .5 1, precision 0 .5 2/3
+    m = evaluate_ilsvrc(ds, {"a": dets([[120, 120, 180, 180], [0, 0, 50, 50]], [0.95, 0.5], [1, 1]),
+                             "b": dets([[0, 0, 50, 50]], [0.9], [1])})
+    assert m.per_class_AP["cat"] == pytest.approx(0.5 * 2 / 3 + 0.5 * 2 / 3)
+    with pytest.raises(ValueError, match="not in"):
+        evaluate_ilsvrc(ds, {"zzz": dets([], [], [])})
+
+
+def test_devkit_iou_on_converted_boxes_equals_plain_iou(rng: np.random.Generator) -> None:
+    xy = rng.uniform(0, 100, (40, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 60, (40, 2))], axis=1)
+    devkit = boxes + [1, 1, 0, 0]  # what evaluate_ilsvrc feeds the devkit formula
+    ours = box_iou(torch.tensor(boxes), torch.tensor(boxes)).numpy()
+    assert np.allclose(devkit_iou(devkit, devkit), ours, atol=1e-12)
+
+
+def test_voc_ap_all_points() -> None:
+    assert voc_ap(np.array([0.5, 1.0]), np.array([1.0, 1.0])) == 1.0
+    assert voc_ap(np.array([0.25, 0.5]), np.array([0.5, 1.0])) == 0.5  # envelope lifts the first step
+    assert voc_ap(np.zeros(0), np.zeros(0)) == 0.0
+
+
+def test_submission_format() -> None:
+    ds = dataset(record("a", [], []), record("b", [], []), index={"a": 7, "b": 3})
+    text = to_ilsvrc_submission({"a": dets([[0, 0, 50.4, 20.6], [9.6, 10, 12, 13]], [0.5, 0.75], [2, 1]),
+                                 "b": dets([[0.2, 0.4, 0.4, 0.6]], [0.1], [3])}, ds)
+    assert text.splitlines() == ["3 3 0.1 1 1 1 1",         # sub-pixel box stays 1 px wide
+                                 "7 1 0.75 11 11 12 13",    # sorted by confidence, 1-based inclusive
+                                 "7 2 0.5 1 1 50 21"]
+    no_index = dataset(record("a", [], []), record("b", [], []))
+    assert to_ilsvrc_submission({"b": dets([[0, 0, 5, 5]], [1.0], [1])}, no_index) == "2 1 1 1 1 5 5\n"
