@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
                       weights=list(args.weights) if args.weights else None, images=len(dataset),
                       detections=len(results), seconds=round(seconds, 3))
         if args.plots:
-            files = plot_pr_curves(metrics.pr_curves(), args.out / "plots")
+            files = plot_pr_curves(metrics.pr_curves(), args.out / "plots", class_names=dataset.class_names)
             log.info("wrote %s and %d plots under %s", args.out / "summary.json", len(files), args.out / "plots")
         else:
             log.info("wrote %s", args.out / "summary.json")

@@ -40,18 +40,21 @@ def plot_pr_curve(path: str | os.PathLike, title: str, curves: Sequence[Curve]) 
     return Path(path)
 
 
-def plot_pr_curves(curves: Mapping[str, Sequence[Curve]], out_dir: str | os.PathLike) -> list[Path]:
+def plot_pr_curves(curves: Mapping[str, Sequence[Curve]], out_dir: str | os.PathLike, *,
+                   class_names: Sequence[str] | None = None) -> list[Path]:
     """One PNG per entry of ``curves`` (``metrics.pr_curves()``) under ``out_dir``.
 
-    Files: ``pr_all.png`` for the entry ``"all"``, ``pr_<NNN>_<class>.png`` for the others (NNN: its
-    position, so names stay unique and sorted as the class list).
+    Files: ``pr_all.png`` for the entry ``"all"``, ``pr_<NNN>_<class>.png`` for a class, NNN being its label
+    (1-based position in ``class_names``; without it, its 1-based position among the curves), so names
+    stay unique and sort as the class list.
 
     Returns:
         The written paths.
     """
     out = Path(out_dir)
+    label = {name: k for k, name in enumerate(class_names or [n for n in curves if n != "all"], start=1)}
     written = []
-    for i, (name, entry) in enumerate(curves.items()):
-        file = out / ("pr_all.png" if name == "all" else f"pr_{i:03d}_{_slug(name)}.png")
+    for name, entry in curves.items():
+        file = out / ("pr_all.png" if name == "all" else f"pr_{label[name]:03d}_{_slug(name)}.png")
         written.append(plot_pr_curve(file, "all classes" if name == "all" else name, entry))
     return written

@@ -1,0 +1,116 @@
+"""`detect eval` end to end: printed metrics, summary.json, plots, one-line errors, the --weights branch."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detect.cli import main
+from detect.datasets import read_coco
+from detect.evaluation import evaluate_coco
+from detect.structures import Detections
+
+
+def jittered_results(annotations: Path, rng: np.random.Generator) -> list[dict]:
+    raw = json.loads(annotations.read_text())
+    return [{"image_id": a["image_id"], "category_id": a["category_id"],
+             "bbox": [a["bbox"][0] + rng.normal(0, 2), a["bbox"][1] + rng.normal(0, 2),
+                      a["bbox"][2] * rng.uniform(0.8, 1.2), a["bbox"][3] * rng.uniform(0.8, 1.2)],
+             "score": float(rng.random())} for a in raw["annotations"]]
+
+
+def test_eval_coco128_prints_and_writes_summary(coco128: dict[str, Path], tmp_path: Path, rng: np.random.Generator,
+                                                capsys: pytest.CaptureFixture) -> None:
+    results = jittered_results(coco128["annotations"], rng)
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps(results))
+    rc = main(["eval", "--annotations", str(coco128["annotations"]), "--results", str(dets),
+               "--out", str(tmp_path / "eval")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    expected = evaluate_coco(read_coco(coco128["annotations"]), results)
+    assert f"    AP {100 * expected.AP:5.1f}" in out and "person" in out and "AR100" in out
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["metric"] == "coco" and summary["images"] == 128 and summary["detections"] == len(results)
+    assert summary["metrics"] == expected.stats() and summary["per_class_AP"] == expected.per_class_AP
+    assert not list((tmp_path / "eval").glob(".*tmp"))  # atomic writes leave no temporaries
+
+
+def write_tiny_coco(tmp_path: Path) -> Path:
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [4, 4, 20, 20], "area": 400, "iscrowd": 0}],
+          "categories": [{"id": 5, "name": "kite"}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    return path
+
+
+@pytest.mark.parametrize("gt_text, dets_text, problem", [
+    ("{broken", "[]", "gt.json: not valid JSON"),
+    ('{"images": []}', "[]", "gt.json: not a COCO instances file: no 'annotations' field"),
+    (None, '[{"image_id": 1, "category_id": 7, "bbox": [0, 0, 1, 1], "score": 0.5}]', "dets.json: entry 0 has "
+     "category_id 7"),
+    (None, '[{"image_id": 1, "category_id": 5, "bbox": [0, 0, 1, 1], "score": NaN}]', "dets.json: entry 0 has "
+     "score nan"),
+])
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, gt_text, dets_text, problem) -> None:
+    gt = write_tiny_coco(tmp_path)
+    if gt_text is not None:
+        gt.write_text(gt_text)
+    dets = tmp_path / "dets.json"
+    dets.write_text(dets_text)
+    rc = main(["eval", "--annotations", str(gt), "--results", str(dets)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("detect: error: ") and problem in err and err.count("\n") == 1
+
+
+def test_plots_need_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    gt = write_tiny_coco(tmp_path)
+    assert main(["eval", "--annotations", str(gt), "--results", str(gt), "--plots"]) == 2
+    assert "--plots needs --out" in capsys.readouterr().err
+
+
+def test_ilsvrc_xml_with_plots(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ann = tmp_path / "Annotations"
+    ann.mkdir()
+    (ann / "v1.xml").write_text(
+        "<annotation><size><width>100</width><height>80</height></size>"
+        "<object><name>n02691156</name><bndbox><xmin>11</xmin><ymin>11</ymin><xmax>50</xmax><ymax>40</ymax>"
+        "</bndbox></object></annotation>")
+    (tmp_path / "val.txt").write_text("v1 1\n")
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps([{"image_id": "v1", "category_id": "n02691156", "bbox": [10, 10, 40, 30], "score": 0.9},
+                                {"image_id": "v1", "category_id": "n02691156", "bbox": [11, 10, 40, 30], "score": 0.8}]))
+    rc = main(["eval", "--annotations", str(ann), "--image-set", str(tmp_path / "val.txt"), "--results", str(dets),
+               "--out", str(tmp_path / "ev"), "--plots"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "ilsvrc evaluation of 2 detections on 1 images (200 classes" in out and "mAP 100.0" in out
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["metric"] == "ilsvrc" and summary["per_class_AP"]["airplane"] == 1.0
+    assert summary["per_class_AP"]["accordion"] == -1.0
+    assert sorted(p.name for p in (tmp_path / "ev" / "plots").iterdir()) == ["pr_002_airplane.png"]  # label 2 of 200
+
+
+def test_weights_branch_runs_the_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in ``detect.pipeline`` with the lead's signature: perfect detections for every image."""
+    calls = {}
+
+    def detect_dataset(dataset, weights, *, device, proposals, fast, **kwargs):
+        calls.update(weights=weights, device=device, proposals=proposals, fast=fast)
+        return {r.image_id: Detections(r.boxes, torch.ones(len(r.boxes)), r.labels) for r in dataset.records}
+
+    monkeypatch.setitem(sys.modules, "detect.pipeline", types.SimpleNamespace(detect_dataset=detect_dataset))
+    gt = write_tiny_coco(tmp_path)
+    rc = main(["eval", "--annotations", str(gt), "--weights", "a.pt", "b.pt", "--fast", "--device", "cpu",
+               "--out", str(tmp_path / "ev")])
+    assert rc == 0 and "AP 100.0" in capsys.readouterr().out
+    assert calls == {"weights": ["a.pt", "b.pt"], "device": "cpu", "proposals": "paper", "fast": True}
+    written = json.loads((tmp_path / "ev" / "detections.json").read_text())
+    assert written == [{"image_id": 1, "category_id": 5, "bbox": [4.0, 4.0, 20.0, 20.0], "score": 1.0}]
