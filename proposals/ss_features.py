@@ -21,6 +21,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+try:  # optional compiled kernels (see proposals.ss_segment); the numpy code below is the fallback
+    import numba
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only where numba is not installed
+    numba = None
+    HAVE_NUMBA = False
+
 COLOUR_BINS = 25  # per channel, Uijlings et al. section 3.2
 TEXTURE_ORIENTATIONS = 8  # Gaussian derivative directions
 TEXTURE_BINS = 10  # per orientation and channel
@@ -80,12 +88,15 @@ def texture_bins(image: np.ndarray) -> np.ndarray:
     src = image.astype(np.float32)
     gx = cv2.sepFilter2D(src, cv2.CV_32F, dgauss, gauss, borderType=cv2.BORDER_REFLECT).reshape(h * w, c)
     gy = cv2.sepFilter2D(src, cv2.CV_32F, gauss, dgauss, borderType=cv2.BORDER_REFLECT).reshape(h * w, c)
+    if HAVE_NUMBA:
+        return _texture_bins_compiled(gx, gy)
     diag = np.float32(np.sqrt(0.5))
     axes = np.stack([gx, (gx + gy) * diag, gy, (gy - gx) * diag], axis=2)  # [HW, C, 4]
     scale = np.abs(axes).max(axis=(0, 2))  # per channel
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     half = TEXTURE_BINS  # bins per sign
-    b = np.floor((axes / scale[None, :, None] + 1.0) * half).astype(np.int32)
+    inv = (np.float32(1.0) / scale).astype(np.float32)
+    b = np.floor((axes * inv[None, :, None] + np.float32(1.0)) * np.float32(half)).astype(np.int32)
     np.clip(b, 0, 2 * half - 1, out=b)
     offsets = (np.arange(c * 4, dtype=np.int32) * 2 * half).reshape(c, 4)
     return (b + offsets[None]).reshape(h * w, c * 4)
@@ -123,8 +134,16 @@ def region_features(labels: np.ndarray, cbins: np.ndarray, tbins: np.ndarray) ->
         tbins: :func:`texture_bins` of the image, ``int32[H * W, 4 * C]``.
     """
     h, w = labels.shape
+    n = int(labels.max()) + 1
+    ncol = int(cbins.shape[1]) * COLOUR_BINS
+    ntex = int(tbins.shape[1]) * 2 * TEXTURE_BINS
+    if HAVE_NUMBA:
+        sizes, boxes, colour, texture = _region_stats(np.ascontiguousarray(labels, dtype=np.int32), cbins, tbins,
+                                                      n, ncol, ntex)
+        colour /= sizes[:, None].astype(np.float32) * cbins.shape[1]
+        texture /= sizes[:, None].astype(np.float32) * tbins.shape[1]
+        return RegionFeatures(sizes, boxes, colour, texture, adjacency(labels))
     flat = labels.ravel().astype(np.int64)
-    n = int(flat.max()) + 1
     sizes = np.bincount(flat, minlength=n).astype(np.float64)
     ys, xs = np.divmod(np.arange(h * w, dtype=np.int64), w)
     boxes = np.empty((n, 4), np.float64)
@@ -135,8 +154,8 @@ def region_features(labels: np.ndarray, cbins: np.ndarray, tbins: np.ndarray) ->
     boxes[:, 1] = np.minimum.reduceat(ys_o, starts)
     boxes[:, 2] = np.maximum.reduceat(xs_o, starts) + 1
     boxes[:, 3] = np.maximum.reduceat(ys_o, starts) + 1
-    colour = _histograms(flat, cbins, n, int(cbins.shape[1]) * COLOUR_BINS)
-    texture = _histograms(flat, tbins, n, int(tbins.shape[1]) * 2 * TEXTURE_BINS)
+    colour = _histograms(flat, cbins, n, ncol)
+    texture = _histograms(flat, tbins, n, ntex)
     return RegionFeatures(sizes, boxes, colour, texture, adjacency(labels))
 
 
@@ -146,3 +165,69 @@ def _histograms(flat_labels: np.ndarray, bins: np.ndarray, n: int, nbins: int) -
     hist = np.bincount(codes, minlength=n * nbins).reshape(n, nbins).astype(np.float32)
     hist /= np.maximum(hist.sum(axis=1, keepdims=True), 1)
     return hist
+
+
+if HAVE_NUMBA:
+    @numba.njit(cache=True, nogil=True)
+    def _texture_bins_compiled(gx, gy):  # pragma: no cover - compiled
+        """Same result as the numpy code of :func:`texture_bins` from ``float32[HW, C]`` derivatives."""
+        npix, c = gx.shape
+        diag = np.float32(np.sqrt(0.5))
+        scale = np.zeros(c, np.float32)
+        for p in range(npix):
+            for ch in range(c):
+                x = gx[p, ch]
+                y = gy[p, ch]
+                m = max(abs(x), abs(y), abs((x + y) * diag), abs((y - x) * diag))
+                if m > scale[ch]:
+                    scale[ch] = m
+        for ch in range(c):
+            if scale[ch] <= 0:
+                scale[ch] = 1.0
+        half = TEXTURE_BINS
+        out = np.empty((npix, 4 * c), np.int32)
+        for p in range(npix):
+            for ch in range(c):
+                x = gx[p, ch]
+                y = gy[p, ch]
+                inv = np.float32(1.0) / scale[ch]
+                for a in range(4):
+                    if a == 0:
+                        v = x
+                    elif a == 1:
+                        v = (x + y) * diag
+                    elif a == 2:
+                        v = y
+                    else:
+                        v = (y - x) * diag
+                    b = int(np.floor((v * inv + np.float32(1.0)) * np.float32(half)))
+                    b = min(max(b, 0), 2 * half - 1)
+                    out[p, ch * 4 + a] = (ch * 4 + a) * 2 * half + b
+        return out
+
+    @numba.njit(cache=True, nogil=True)
+    def _region_stats(labels, cbins, tbins, n, ncol, ntex):  # pragma: no cover - compiled
+        """One pass over the pixels: sizes, boxes and (unnormalised) colour and texture counts."""
+        h, w = labels.shape
+        sizes = np.zeros(n, np.float64)
+        boxes = np.empty((n, 4), np.float64)
+        boxes[:, 0] = w
+        boxes[:, 1] = h
+        boxes[:, 2] = 0
+        boxes[:, 3] = 0
+        colour = np.zeros((n, ncol), np.float32)
+        texture = np.zeros((n, ntex), np.float32)
+        for y in range(h):
+            for x in range(w):
+                r = labels[y, x]
+                p = y * w + x
+                sizes[r] += 1
+                boxes[r, 0] = min(boxes[r, 0], x)
+                boxes[r, 1] = min(boxes[r, 1], y)
+                boxes[r, 2] = max(boxes[r, 2], x + 1)
+                boxes[r, 3] = max(boxes[r, 3], y + 1)
+                for j in range(cbins.shape[1]):
+                    colour[r, cbins[p, j]] += 1
+                for j in range(tbins.shape[1]):
+                    texture[r, tbins[p, j]] += 1
+        return sizes, boxes, colour, texture

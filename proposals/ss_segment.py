@@ -98,38 +98,12 @@ def felzenszwalb_multi(image: np.ndarray, ks: tuple[float, ...], *, sigma: float
         smooth = cv2.GaussianBlur(smooth, (ksize, ksize), sigma, borderType=cv2.BORDER_REFLECT)
     if smooth.ndim == 2:
         smooth = smooth[:, :, None]
-    a, b, wq = _edges(smooth)
-    order = _counting_sort(wq, int(wq.max()) + 1 if wq.size else 1)
+    src, dst, weight = _sorted_graph(np.ascontiguousarray(smooth))
     labels = []
     for k, m in zip(ks, min_sizes):
-        flat = _fh_union(a, b, wq, order, h * w, float(k) * QUANT, int(m))
+        flat = _fh_union(src, dst, weight, h * w, float(k) * QUANT, int(m))
         labels.append(flat.reshape(h, w))
     return labels
-
-
-def _edges(smooth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected pixel graph: (from, to, quantised Euclidean colour distance) per edge, int32 each."""
-    h, w, _ = smooth.shape
-    idx = np.arange(h * w, dtype=np.int32).reshape(h, w)
-    froms, tos, ws = [], [], []
-    # right, down, down-right, up-right: each undirected 8-neighbour edge once
-    for (dy0, dy1, dx0, dx1), (ey0, ey1, ex0, ex1) in (
-            ((0, h, 0, w - 1), (0, h, 1, w)),
-            ((0, h - 1, 0, w), (1, h, 0, w)),
-            ((0, h - 1, 0, w - 1), (1, h, 1, w)),
-            ((1, h, 0, w - 1), (0, h - 1, 1, w))):
-        if dy1 <= dy0 or dx1 <= dx0:
-            continue
-        p = smooth[dy0:dy1, dx0:dx1]
-        q = smooth[ey0:ey1, ex0:ex1]
-        d = np.sqrt(((p - q) ** 2).sum(axis=2))
-        froms.append(idx[dy0:dy1, dx0:dx1].ravel())
-        tos.append(idx[ey0:ey1, ex0:ex1].ravel())
-        ws.append((d * QUANT + 0.5).astype(np.int32).ravel())
-    if not froms:
-        empty = np.zeros(0, np.int32)
-        return empty, empty, empty
-    return np.concatenate(froms), np.concatenate(tos), np.concatenate(ws)
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
@@ -140,47 +114,84 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 
 if HAVE_NUMBA:
     @numba.njit(cache=True, nogil=True)
-    def _counting_sort(keys, nkeys):  # pragma: no cover - compiled
-        counts = np.zeros(nkeys + 1, np.int64)
-        for key in keys:
-            counts[key + 1] += 1
+    def _sorted_graph(smooth):  # pragma: no cover - compiled
+        """8-connected grid graph sorted by weight: (from, to, weight) int32 arrays, weight in 1/QUANT units."""
+        h, w, c = smooth.shape
+        cap = 4 * h * w
+        src = np.empty(cap, np.int32)
+        dst = np.empty(cap, np.int32)
+        weight = np.empty(cap, np.int32)
+        e = 0
+        for y in range(h):
+            for x in range(w):
+                # right, down, down-right, up-right: each undirected 8-neighbour edge once
+                for dy, dx in ((0, 1), (1, 0), (1, 1), (-1, 1)):
+                    y2 = y + dy
+                    x2 = x + dx
+                    if y2 < 0 or y2 >= h or x2 >= w:
+                        continue
+                    d = 0.0
+                    for ch in range(c):
+                        diff = smooth[y, x, ch] - smooth[y2, x2, ch]
+                        d += diff * diff
+                    src[e] = y * w + x
+                    dst[e] = y2 * w + x2
+                    weight[e] = np.int32(np.sqrt(d) * QUANT + 0.5)
+                    e += 1
+        nkeys = 1
+        for i in range(e):
+            nkeys = max(nkeys, weight[i] + 1)
+        counts = np.zeros(nkeys + 1, np.int64)  # counting sort: O(E), stable
+        for i in range(e):
+            counts[weight[i] + 1] += 1
         for i in range(nkeys):
             counts[i + 1] += counts[i]
-        order = np.empty(keys.size, np.int32)
-        for e in range(keys.size):
-            key = keys[e]
-            order[counts[key]] = e
+        s_src = np.empty(e, np.int32)
+        s_dst = np.empty(e, np.int32)
+        s_weight = np.empty(e, np.int32)
+        for i in range(e):
+            key = weight[i]
+            j = counts[key]
             counts[key] += 1
-        return order
+            s_src[j] = src[i]
+            s_dst[j] = dst[i]
+            s_weight[j] = key
+        return s_src, s_dst, s_weight
 
     @numba.njit(cache=True, nogil=True, inline="always")
     def _find(parent, x):  # pragma: no cover - compiled
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            nxt = parent[x]
-            parent[x] = root
-            x = nxt
-        return root
+        while parent[x] != x:  # path halving
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
 
     @numba.njit(cache=True, nogil=True)
-    def _fh_union(a, b, w, order, n, k, min_size):  # pragma: no cover - compiled
+    def _fh_union(src, dst, weight, n, k, min_size):  # pragma: no cover - compiled
+        """Felzenszwalb-Huttenlocher on edges sorted by weight; returns int32[n] labels 0..R-1."""
         parent = np.arange(n, dtype=np.int32)
         size = np.ones(n, np.int32)
         thresh = np.full(n, k, np.float64)  # Int(C) + k/|C| with Int = 0 for single pixels
-        for e in order:
-            ra = _find(parent, a[e])
-            rb = _find(parent, b[e])
-            if ra != rb and w[e] <= thresh[ra] and w[e] <= thresh[rb]:
+        rejected = np.empty(src.size, np.int32)  # edges between components: the only ones pass 2 needs
+        nrej = 0
+        for e in range(src.size):
+            ra = _find(parent, src[e])
+            rb = _find(parent, dst[e])
+            if ra == rb:
+                continue
+            we = weight[e]
+            if we <= thresh[ra] and we <= thresh[rb]:
                 if size[ra] < size[rb]:
                     ra, rb = rb, ra
                 parent[rb] = ra
                 size[ra] += size[rb]
-                thresh[ra] = w[e] + k / size[ra]
-        for e in order:  # post-processing: absorb components below min_size
-            ra = _find(parent, a[e])
-            rb = _find(parent, b[e])
+                thresh[ra] = we + k / size[ra]
+            else:
+                rejected[nrej] = e
+                nrej += 1
+        for i in range(nrej):  # post-processing: absorb components below min_size, cheapest edges first
+            e = rejected[i]
+            ra = _find(parent, src[e])
+            rb = _find(parent, dst[e])
             if ra != rb and (size[ra] < min_size or size[rb] < min_size):
                 if size[ra] < size[rb]:
                     ra, rb = rb, ra

@@ -224,3 +224,14 @@ def test_recall_on_real_coco_images(coco128: dict) -> None:
     stats = proposal_recall(props, [torch.tensor(gts[i]).reshape(-1, 4) for i in chosen])
     assert stats.recall_50 >= 0.8, stats
     assert 500 < stats.boxes_per_image < 5000, stats
+
+
+def test_compiled_and_numpy_features_agree(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proposals import ss_features
+    img = convert_colour(scene(rng), "lab")
+    labels = felzenszwalb_multi(img, (50,))[0]
+    fast = region_features(labels, colour_bins(img), texture_bins(img))
+    monkeypatch.setattr(ss_features, "HAVE_NUMBA", False)
+    plain = region_features(labels, colour_bins(img), texture_bins(img))
+    for name in ("sizes", "boxes", "colour", "texture", "pairs"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(plain, name), rtol=1e-6, err_msg=name)
