@@ -77,7 +77,10 @@ def _finite(value: Any) -> bool:
 
 
 def check_coco_results(results: Any, dataset: DetectionDataset, path: str | os.PathLike | None = None) -> list[dict]:
-    """Check a COCO results list against ``dataset``; return it unchanged.
+    """Check a COCO results list against ``dataset``; return it.
+
+    An entry whose ``image_id`` the data set does not have but whose ``file_name`` (as ``detect run``
+    writes it) names one of its images by stem is given that image's id (replaced in the list).
 
     Raises:
         InputError: (naming ``path``) not a list, an entry without one of image_id/category_id/bbox/score,
@@ -87,6 +90,7 @@ def check_coco_results(results: Any, dataset: DetectionDataset, path: str | os.P
     if not isinstance(results, list):
         raise InputError(path, f"expected a JSON list of detections, got {type(results).__name__}")
     images = {r.image_id for r in dataset.records}
+    by_stem: dict[str, Any] | None = None
     cats = set(dataset.category_ids)
     for i, det in enumerate(results):
         if not isinstance(det, dict):
@@ -94,6 +98,11 @@ def check_coco_results(results: Any, dataset: DetectionDataset, path: str | os.P
         for name in _RESULT_FIELDS:
             if name not in det:
                 raise InputError(path, f"entry {i} has no '{name}' field")
+        if det["image_id"] not in images and isinstance(det.get("file_name"), str):
+            if by_stem is None:
+                by_stem = {Path(r.file).stem: r.image_id for r in dataset.records}
+            if Path(det["file_name"]).stem in by_stem:  # `detect run` numbers non-COCO images 1..N
+                det = results[i] = {**det, "image_id": by_stem[Path(det["file_name"]).stem]}
         if det["image_id"] not in images:
             raise InputError(path, f"entry {i} has image_id {det['image_id']!r}, which the ground truth does not have")
         if det["category_id"] not in cats:

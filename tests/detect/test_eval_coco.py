@@ -172,3 +172,17 @@ def test_load_coco_results_errors(tmp_path: Path, content: str, problem: str) ->
     with pytest.raises(InputError) as err:
         load_coco_results(path, ds)
     assert str(err.value).startswith(str(path)) and problem in str(err.value) and "\n" not in str(err.value)
+
+
+def test_results_matched_by_file_name_when_ids_differ(tmp_path: Path) -> None:
+    """`detect run` numbers images without numeric names 1..N and records their file names."""
+    boxes = torch.tensor([[0.0, 0, 50, 50]])
+    rec = ImageRecord("ILSVRC2013_val_00000007", tmp_path / "ILSVRC2013_val_00000007.JPEG", 100, 100, boxes,
+                      torch.tensor([1]), torch.zeros(1, dtype=torch.bool))
+    ds = DetectionDataset([rec], ["a"], ["n00000001"], "ilsvrc", tmp_path)
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps([{"image_id": 1, "category_id": "n00000001", "bbox": [0, 0, 50, 50], "score": 0.5,
+                                 "file_name": "ILSVRC2013_val_00000007.JPEG"}]))
+    results = load_coco_results(path, ds)
+    assert results[0]["image_id"] == "ILSVRC2013_val_00000007"
+    assert evaluate_coco(ds, results).AP == pytest.approx(1.0)
