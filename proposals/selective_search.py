@@ -145,9 +145,10 @@ def selective_search_arrays(image: np.ndarray, config: SelectiveSearchConfig = S
     boxes, priority = _rank([b for part in parts for b in part], config.seed)
 
     wh, ww = work.shape[:2]
-    boxes = boxes * np.array([w / ww, h / wh, w / ww, h / wh])
-    np.clip(boxes, 0, [w, h, w, h], out=boxes)
-    whole = (boxes[:, 0] <= 0) & (boxes[:, 1] <= 0) & (boxes[:, 2] >= w) & (boxes[:, 3] >= h)
+    whole = (boxes[:, 0] <= 0) & (boxes[:, 1] <= 0) & (boxes[:, 2] >= ww) & (boxes[:, 3] >= wh)
+    far = np.array([ww, wh, ww, wh], np.float64)
+    # map back; the far image border maps exactly onto the original's (no 639.9999 for 640)
+    boxes = np.where(boxes >= far, np.array([w, h, w, h], np.float64), boxes * np.array([w, h, w, h]) / far)
     big = ((boxes[:, 2] - boxes[:, 0]) >= config.min_size) & ((boxes[:, 3] - boxes[:, 1]) >= config.min_size)
     keep = big | whole
     return boxes[keep].astype(np.float32), (-priority[keep]).astype(np.float32)
