@@ -1,0 +1,271 @@
+"""The test-time pipeline of the GoogLeNet detector (Szegedy et al. 2014, section 8; R-CNN's rcnn_detect).
+
+proposals (selective search at doubled superpixel size + top-200 MultiBox) -> context-padded warps ->
+ensemble-averaged softmax of the region classifiers -> per-class NMS. No bounding-box regression, no
+context model: the paper's mode.
+
+Two modes:
+- ``paper``: every member of the ensemble, selective search "fast" strategies at superpixel scale 2, plus
+  MultiBox when a MultiBox checkpoint is given (without one the proposals are selective search alone).
+- ``fast`` (a CPU mode of ours, not in the paper): the first ensemble member only, the single-strategy
+  selective search, and at most ``fast_max_proposals`` proposals.
+
+:func:`detect_images` overlaps proposal computation (CPU worker processes) with classification, so the
+GPU works on image *i* while image *i+1*'s selective search runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from backbone.images import MAX_PIXELS, read_image
+from detect.structures import Detections
+from proposals.types import Proposals
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Options of :class:`Detector`; the resolved config is written beside every output."""
+
+    proposals: str = "paper"          # "paper" | "ss" | "multibox" (section 8: SS + 200 MultiBox)
+    superpixel_scale: float = 2.0     # section 8: "superpixel size increased by 2x"
+    multibox_top_k: int = 200         # section 8: 200 MultiBox proposals
+    fast: bool = False                # our CPU mode: one model, single-strategy SS, capped proposals
+    fast_max_proposals: int = 300     # fast mode: keep the best-ranked proposals only
+    nms_iou: float = 0.3              # R-CNN's per-class NMS threshold (the paper leaves it open)
+    score_threshold: float = 0.01     # drop detections below this probability (low: AP wants recall)
+    max_detections: int = 100         # per image, after NMS (COCO's evaluation uses 100)
+    batch_size: int = 256             # crops per forward pass
+    amp: bool = True                  # bf16 autocast on CUDA (ignored on CPU)
+    max_pixels: int = MAX_PIXELS      # refuse larger images (see backbone.images)
+    seed: int = 0                     # selective search's ranking randomness
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds spent per stage for one image (proposals may run in another process)."""
+
+    proposals: float = 0.0
+    classify: float = 0.0  # crops + forward passes
+    nms: float = 0.0
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What the pipeline returns for one image."""
+
+    path: Path
+    width: int
+    height: int
+    detections: Detections
+    num_proposals: int
+    timing: Timing = field(default_factory=Timing)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _ss_config(config: DetectorConfig):
+    from proposals.selective_search import SelectiveSearchConfig
+
+    strategy = "single" if config.fast else "fast"
+    return SelectiveSearchConfig(strategy=strategy, superpixel_scale=config.superpixel_scale, seed=config.seed)
+
+
+def _cap(props: Proposals, config: DetectorConfig) -> Proposals:
+    """Fast mode keeps only the ``fast_max_proposals`` best-ranked proposals (input order = rank)."""
+    if config.fast and len(props) > config.fast_max_proposals:
+        return props.select(torch.arange(config.fast_max_proposals))
+    return props
+
+
+def compute_proposals(image: np.ndarray, config: DetectorConfig, multibox=None) -> Proposals:
+    """Proposals for one RGB image as the config asks (``proposals.merge.METHODS``): selective search on
+    the CPU, MultiBox on its model's device; merged MultiBox-first and deduplicated, capped in fast mode."""
+    from proposals.merge import METHODS
+
+    props = METHODS[config.proposals](image, ss_config=_ss_config(config), multibox=multibox,
+                                      top_k=config.multibox_top_k)
+    return _cap(props, config)
+
+
+def _proposal_job(path: str, config: DetectorConfig) -> tuple[str, Proposals | None, str | None, float, tuple]:
+    """Worker-process job: read the image and run selective search (no model needed)."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    try:
+        image = read_image(path, max_pixels=config.max_pixels)
+    except Exception as err:  # reported by the parent with the file name
+        return path, None, str(err), 0.0, (0, 0)
+    props = compute_proposals(image, replace(config, proposals="ss", fast=False))
+    return path, props, None, time.perf_counter() - t0, image.shape[:2]
+
+
+class Detector:
+    """Proposals -> warps -> ensemble softmax -> per-class NMS, for one image at a time.
+
+    Args:
+        classifier: a ``detect.classifier.Ensemble`` (``classify(image: Tensor[3,H,W] uint8,
+            boxes: Tensor[P,4]) -> Tensor[P, K+1]``, ``class_names``, ``category_ids``, ``to(device)``).
+        config: :class:`DetectorConfig`.
+        multibox: optional ``proposals.multibox.MultiBox`` for the paper's 200 extra proposals.
+        device: where the classifier runs.
+    """
+
+    def __init__(self, classifier, config: DetectorConfig = DetectorConfig(), *, multibox=None,
+                 device: str | torch.device | None = "auto") -> None:
+        self.config = config
+        self.device = resolve_device(device)
+        self.classifier = classifier.to(self.device)
+        self.multibox = multibox.to(self.device) if multibox is not None else None
+        self.class_names: list[str] = list(classifier.class_names)
+        from detect.postprocess import PostprocessConfig
+
+        self.postprocess_config = PostprocessConfig(
+            nms_iou=config.nms_iou, score_threshold=config.score_threshold,
+            max_detections=config.max_detections)
+
+    # -- one image -----------------------------------------------------------------------------------
+    def detect(self, image: np.ndarray, proposals: Proposals | None = None) -> tuple[Detections, Proposals, Timing]:
+        """Detect objects in one ``np.ndarray[H, W, 3]`` uint8 RGB image.
+
+        Returns (detections in original-image pixels, the proposals used, per-stage timing).
+        """
+        t0 = time.perf_counter()
+        if proposals is None:
+            proposals = compute_proposals(image, self.config, self.multibox)
+        else:  # selective search came from a worker process: add MultiBox here, as compute_proposals does
+            if self.multibox is not None and self.config.proposals == "paper":
+                from proposals.merge import merge_proposals
+
+                mb = self.multibox.propose(image, top_k=self.config.multibox_top_k)
+                proposals = merge_proposals([mb, proposals])
+            proposals = _cap(proposals, self.config)
+        t1 = time.perf_counter()
+        dets = self.classify_proposals(image, proposals.boxes)
+        return dets[0], proposals, Timing(proposals=t1 - t0, classify=dets[1], nms=dets[2])
+
+    def classify_proposals(self, image: np.ndarray, boxes: torch.Tensor) -> tuple[Detections, float, float]:
+        """Classify the regions ``boxes`` (Tensor[P, 4] xyxy) of ``image`` and post-process.
+
+        Returns (detections, seconds classifying, seconds in NMS)."""
+        from detect.postprocess import postprocess
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        if boxes.shape[0] == 0:
+            return Detections.empty(), 0.0, 0.0
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        probs = self.classifier.classify(tensor, boxes.to(self.device), batch_size=self.config.batch_size,
+                                         amp=self.config.amp).cpu()
+        t1 = time.perf_counter()
+        dets = postprocess(boxes.cpu(), probs, self.postprocess_config)
+        return dets, t1 - t0, time.perf_counter() - t1
+
+    # -- many images, proposals overlapped with classification ----------------------------------------
+    def detect_paths(self, paths: Sequence[str | os.PathLike], *, workers: int = 1,
+                     progress: bool = False) -> Iterator[tuple[ImageResult, np.ndarray]]:
+        """Detect in each image of ``paths`` (in order), computing selective search for upcoming images
+        in ``workers`` CPU processes while the current one is classified.
+
+        Yields ``(result, image)`` with the decoded RGB image, so callers can draw without decoding again.
+
+        Raises :class:`backbone.errors.InputError` for the first unreadable image.
+        """
+        from tqdm import tqdm
+
+        from backbone.errors import InputError
+
+        paths = [str(p) for p in paths]
+        bar = tqdm(total=len(paths), unit="img", disable=not progress)
+        if workers <= 1 or self.config.proposals == "multibox":
+            for p in paths:
+                image = read_image(p, max_pixels=self.config.max_pixels)
+                dets, props, timing = self.detect(image)
+                bar.update()
+                yield ImageResult(Path(p), image.shape[1], image.shape[0], dets, len(props), timing), image
+            bar.close()
+            return
+        ctx = torch.multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            # keep at most 2 x workers images in flight so memory stays bounded on huge folders
+            pending: list[cf.Future] = []
+            it = iter(paths)
+            for p in it:
+                pending.append(pool.submit(_proposal_job, p, self.config))
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                path, props, error, ss_seconds, _ = pending.pop(0).result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_proposal_job, nxt, self.config))
+                if error is not None:
+                    raise InputError(None, error)
+                image = read_image(path, max_pixels=self.config.max_pixels)
+                dets, used, timing = self.detect(image, proposals=props)
+                bar.update()
+                yield ImageResult(Path(path), image.shape[1], image.shape[0], dets, len(used),
+                                  replace(timing, proposals=timing.proposals + ss_seconds)), image
+        bar.close()
+
+
+def load_detector(weights: Sequence[str] | None, config: DetectorConfig = DetectorConfig(), *,
+                  multibox_weights: str | None = None, device: str | torch.device | None = "auto") -> Detector:
+    """Build a :class:`Detector` from region-classifier checkpoints (an ensemble when several), or the
+    zero-shot ImageNet GoogLeNet (DESIGN.md "Weights") when ``weights`` is empty.
+
+    In fast mode only the first checkpoint is used.
+    """
+    from detect.classifier import Ensemble, ZeroShotClassifier
+
+    if weights:
+        chosen = list(weights[:1]) if config.fast else list(weights)
+        if config.fast and len(weights) > 1:
+            log.info("fast mode: using only the first of %d models (%s)", len(weights), weights[0])
+        classifier = Ensemble.from_checkpoints(chosen)
+    else:
+        classifier = Ensemble([ZeroShotClassifier.from_imagenet()])
+    multibox = None
+    if multibox_weights:
+        from proposals.multibox import load_multibox
+
+        multibox = load_multibox(multibox_weights)
+    return Detector(classifier, config, multibox=multibox, device=device)
+
+
+def detect_dataset(dataset, weights: Sequence[str] | None, *, device: str = "auto", proposals: str = "paper",
+                   fast: bool = False, multibox_weights: str | None = None, workers: int = 1,
+                   progress: bool = False) -> dict:
+    """Run the detector over every image of a ``detect.datasets.DetectionDataset``.
+
+    Returns ``{image_id: Detections}`` (the data set's own ids), ready for ``detect.evaluation``.
+    """
+    config = DetectorConfig(proposals=proposals, fast=fast)
+    detector = load_detector(weights, config, multibox_weights=multibox_weights, device=device)
+    paths = [r.file for r in dataset.records]
+    out = {}
+    for record, (result, _) in zip(dataset.records, detector.detect_paths(paths, workers=workers, progress=progress)):
+        out[record.image_id] = result.detections
+    return out
