@@ -9,7 +9,8 @@ Examples:
 
 Ground truth is a COCO instances JSON file or a folder of VOC/ILSVRC-style XML files. Results are a COCO
 results JSON list ({"image_id", "category_id", "bbox": [x, y, w, h], "score"}) with the ground truth's own
-image and category ids (ILSVRC: image name and wnid). The metric is COCO's (pycocotools) for COCO ground
+image and category ids (ILSVRC: image name and wnid; entries whose image_id is unknown are matched by their
+"file_name", as `detect run` writes it). The metric is COCO's (pycocotools) for COCO ground
 truth and the ILSVRC DET devkit's for XML ground truth, unless --metric says otherwise. Prints the named
 metrics and a per-class AP table; --out DIR writes summary.json (with --weights also detections.json),
 --plots adds precision-recall curves (PNG) there.
@@ -42,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="XML ground truth: devkit image-set file (lines 'name [index]'); default: all XML")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--results", type=Path, metavar="DETS.json", help="COCO results JSON to evaluate")
-    source.add_argument("--weights", nargs="+", metavar="CKPT",
-                        help="region-classifier checkpoints: run the detector on the images, then evaluate")
+    source.add_argument("--weights", nargs="*", metavar="CKPT",
+                        help="region-classifier checkpoints: run the detector on the images, then evaluate "
+                             "(no file named: the zero-shot ImageNet GoogLeNet, as in 'detect run')")
     parser.add_argument("--metric", choices=["auto", "coco", "ilsvrc"], default="auto",
                         help="auto (default): coco for COCO JSON, ilsvrc for XML ground truth")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -102,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_summary(args.out / "summary.json", metrics, inputs=inputs, ground_truth=str(dataset.source),
                       results=str(args.results) if args.results else None,
-                      weights=list(args.weights) if args.weights else None, images=len(dataset),
+                      weights=list(args.weights) if args.weights is not None else None, images=len(dataset),
                       detections=len(results), seconds=round(seconds, 3))
         if args.plots:
             files = plot_pr_curves(metrics.pr_curves(), args.out / "plots", class_names=dataset.class_names)
