@@ -150,7 +150,7 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, *, expect_va
         config = GoogLeNetConfig.from_dict(ckpt["model_config"])
     except (TypeError, ValueError) as err:
         raise InputError(path, f"bad model_config in checkpoint ({err})") from None
-    model = GoogLeNet(config)
+    model = GoogLeNet(config, init_weights=False)
     load_state_dict_strict(model, ckpt["model"], path)
     return model.eval(), ckpt
 

@@ -19,7 +19,8 @@ One implementation, two named variants (``GoogLeNetConfig.variant``):
 
 Deviations from the paper, both variants: the final "avgpool 7x7/1" is a global average pool (the same
 at 224 x 224, and it lets the classifier run at other input sizes); in the paper variant the auxiliary
-heads pool 5x5/3 and, only where that does not give 4x4 (inputs other than 224), pool adaptively to 4x4.
+heads pool 5x5/3 and, only where that does not give 4x4 (inputs other than about 224), pool adaptively to
+4x4, so that the heads run at any input size.
 
 The face (timm's): :meth:`GoogLeNet.forward_features` (trunk, ``N x 1024 x H/32 x W/32``),
 :meth:`GoogLeNet.forward_head`, :meth:`GoogLeNet.reset_classifier`, :attr:`GoogLeNet.num_features`.
@@ -171,7 +172,7 @@ class InceptionAux(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # aux1: N x 512 x 14 x 14, aux2: N x 528 x 14 x 14 (at 224 x 224 input)
-        if self.paper_pool:
+        if self.paper_pool and min(x.shape[-2:]) >= 5:
             x = F.avg_pool2d(x, kernel_size=5, stride=3)
         if x.shape[-2:] != (4, 4):
             x = F.adaptive_avg_pool2d(x, (4, 4))
@@ -198,7 +199,9 @@ class GoogLeNet(nn.Module):
     num_features: int = 1024
     aux_loss_weight: float = AUX_LOSS_WEIGHT
 
-    def __init__(self, config: GoogLeNetConfig | None = None) -> None:
+    def __init__(self, config: GoogLeNetConfig | None = None, *, init_weights: bool = True) -> None:
+        """``init_weights=False`` skips the (slow) variant-specific initialisation, for weights about to be
+        loaded; PyTorch's default layer initialisation still applies."""
         super().__init__()
         self.config = config = config or GoogLeNetConfig()
         paper = config.variant == "paper"
@@ -240,7 +243,8 @@ class GoogLeNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(p=config.dropout)
         self.fc: nn.Module = nn.Linear(1024, config.num_classes) if config.num_classes > 0 else nn.Identity()
-        self._init_weights()
+        if init_weights:
+            self.initialize()
 
     @property
     def num_classes(self) -> int:
@@ -250,14 +254,15 @@ class GoogLeNet(nn.Module):
     def variant(self) -> str:
         return self.config.variant
 
-    def _init_weights(self) -> None:
-        """torchvision: truncated normal (std 0.01), BN 1/0 — as torchvision's ``init_weights=True``.
+    def initialize(self, module: nn.Module | None = None) -> None:
+        """(Re-)initialise ``module`` (default: the whole model) the variant's way.
 
+        torchvision: truncated normal (std 0.01), BN 1/0 — as torchvision's ``init_weights=True``.
         paper: Xavier weights with biases 0.2 on convolutions and hidden FC layers and 0 on classifiers,
         as the Caffe replica ``bvlc_googlenet`` (the paper does not state its initialisation).
         """
         classifiers = {id(m) for m in (self.fc, getattr(self.aux1, "fc2", None), getattr(self.aux2, "fc2", None))}
-        for m in self.modules():
+        for m in (module or self).modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 if self.config.variant == "torchvision":
                     nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
@@ -373,12 +378,8 @@ class GoogLeNet(nn.Module):
             if head is not None:
                 head.fc2 = nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()
         for m in (self.fc, getattr(self.aux1, "fc2", None), getattr(self.aux2, "fc2", None)):
-            if isinstance(m, nn.Linear):
-                if self.config.variant == "torchvision":
-                    nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
-                else:
-                    nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+            if m is not None:
+                self.initialize(m)
                 m.to(device)
 
 

@@ -100,12 +100,13 @@ def _load_trunk_state(model: GoogLeNet, state: dict[str, torch.Tensor], path: st
     aux = ("aux1.", "aux2.")
     state = {k: v for k, v in state.items()
              if (keep_classifier or not k.startswith(heads)) and (model.aux1 is not None or not k.startswith(aux))}
-    own = model.state_dict()
     if model.aux1 is not None and not any(k.startswith(aux) for k in state):
-        log.info("%s: no auxiliary heads in the weights; they keep their fresh initialisation", path)
-        state = {**state, **{k: v for k, v in own.items() if k.startswith(aux)}}
+        log.info("%s: no auxiliary heads in the weights; they are freshly initialised", path)
+        model.initialize(model.aux1)
+        model.initialize(model.aux2)
+        state = {**state, **{k: v for k, v in model.state_dict().items() if k.startswith(aux)}}
     if not keep_classifier:
-        state = {**state, **{k: v for k, v in own.items() if k.startswith(heads)}}
+        state = {**state, **{k: v for k, v in model.state_dict().items() if k.startswith(heads)}}
     load_state_dict_strict(model, state, path)
 
 
@@ -141,7 +142,7 @@ def _build(obj: Any, path: str | os.PathLike, *, variant: str | None, num_classe
             variant=saved.variant, num_classes=saved.num_classes, aux_logits=aux_logits,
             dropout=saved.dropout if dropout is None else dropout, dropout_aux=saved.dropout_aux,
             transform_input=saved.transform_input if transform_input is None else transform_input)
-        model = GoogLeNet(config)
+        model = GoogLeNet(config, init_weights=False)
         _load_trunk_state(model, obj["model"], path, keep_classifier=True)
         return model
 
@@ -157,7 +158,7 @@ def _build(obj: Any, path: str | os.PathLike, *, variant: str | None, num_classe
     saved_classes = int(obj["fc.weight"].shape[0])
     config = GoogLeNetConfig(variant=found, num_classes=saved_classes, aux_logits=aux_logits, dropout=dropout,
                              transform_input=transform_input)
-    model = GoogLeNet(config)
+    model = GoogLeNet(config, init_weights=False)
     _load_trunk_state(model, obj, path, keep_classifier=True)
     if num_classes is not None and num_classes != saved_classes:
         log.info("%s: trunk loaded; classifier reset from %d to %d classes", path, saved_classes, num_classes)
