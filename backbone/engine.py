@@ -435,6 +435,24 @@ def _epoch_record(sums: dict[str, Tensor], count: int, ctx: _Dist, *, epoch: int
     return record
 
 
+class MethodAsForward(nn.Module):
+    """Makes ``module.<method>`` the ``forward`` of a module, e.g. ``MethodAsForward(net, "forward_train")``.
+
+    DistributedDataParallel synchronises gradients only through its own ``forward``, so a training-only
+    method (GoogLeNet's auxiliary logits) must be reached through ``forward`` to train under torchrun.
+    The wrapped module is ``.module``; state dict keys gain the prefix ``module.``.
+    """
+
+    def __init__(self, module: nn.Module, method: str) -> None:
+        super().__init__()
+        if not callable(getattr(module, method, None)):
+            raise AttributeError(f"{type(module).__name__} has no method {method!r}")
+        self.module, self.method = module, method
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.module, self.method)(*args, **kwargs)
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy and random (for model initialisation before :func:`train`)."""
     torch.manual_seed(seed)
@@ -442,5 +460,5 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-__all__: Sequence[str] = ("TrainConfig", "TrainResult", "train", "LossFn", "SaveFinal", "EpochBatches",
+__all__: Sequence[str] = ("TrainConfig", "TrainResult", "train", "LossFn", "SaveFinal", "EpochBatches", "MethodAsForward",
                           "epoch_permutation", "derive_seed", "seed_everything")

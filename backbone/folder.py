@@ -60,6 +60,7 @@ class ImageFolder(Dataset):
         class_names: the label space. None: the sorted subfolder names, labels 0..K-1. Given (e.g. a
             checkpoint's classes): each subfolder must be one of them and gets its index; folders
             not in the list are an InputError, classes without a folder are fine (evaluation subsets).
+        classes_from: what ``class_names`` came from, for that error message (e.g. a checkpoint's name).
         max_pixels: passed to :func:`read_image`.
 
     Attributes:
@@ -67,7 +68,8 @@ class ImageFolder(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, transform: Callable[[np.ndarray], object] | None = None, *,
-                 class_names: Sequence[str] | None = None, max_pixels: int = MAX_PIXELS) -> None:
+                 class_names: Sequence[str] | None = None, classes_from: str = "the model",
+                 max_pixels: int = MAX_PIXELS) -> None:
         self.root = Path(root)
         self.transform = transform
         self.max_pixels = max_pixels
@@ -81,7 +83,7 @@ class ImageFolder(Dataset):
             if unknown:
                 shown = ", ".join(unknown[:3]) + (" ..." if len(unknown) > 3 else "")
                 raise InputError(self.root, f"{len(unknown)} class folders ({shown}) are not among the "
-                                 f"{len(self.classes)} classes of the model")
+                                 f"{len(self.classes)} classes of {classes_from}")
         label_of = {name: i for i, name in enumerate(self.classes)}
         self.samples: list[tuple[Path, int]] = []
         for name in folders:
