@@ -132,16 +132,16 @@ def match_image(dets: Detections, gt_boxes: np.ndarray, gt_labels: np.ndarray,
     g = _to_devkit(gt_boxes)
     iou = devkit_iou(_to_devkit(dets.boxes.double().numpy()), g)
     thr = devkit_threshold(g)
+    candidate = (labels[:, None] == gt_labels[None, :]) & (iou >= thr[None, :])  # [D, G] before greediness
+    fp[:] = 1.0
     detected = np.zeros(len(g), dtype=bool)
-    for j in order:
-        ok = (labels[j] == gt_labels) & ~detected & (iou[j] >= thr)
+    for j in order[candidate[order].any(axis=1)]:  # detections that can match at all, by decreasing score
+        ok = candidate[j] & ~detected
         if ok.any():
             k = int(np.argmax(np.where(ok, iou[j], -1.0)))
             detected[k] = True
-            if not gt_ignore[k]:
-                tp[j] = 1.0
-        else:
-            fp[j] = 1.0
+            fp[j] = 0.0
+            tp[j] = 0.0 if gt_ignore[k] else 1.0
     return tp, fp
 
 

@@ -122,3 +122,69 @@ def test_submission_format() -> None:
                                  "7 2 0.5 1 1 50 21"]
     no_index = dataset(record("a", [], []), record("b", [], []))
     assert to_ilsvrc_submission({"b": dets([[0, 0, 5, 5]], [1.0], [1])}, no_index) == "2 1 1 1 1 5 5\n"
+
+
+def devkit_reference(gt: list[tuple[np.ndarray, np.ndarray]], det: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                     n_classes: int) -> list[float]:
+    """A literal transcription of the devkit's loops (1-based inclusive boxes, scalar arithmetic)."""
+    tp_all, fp_all, sc_all, lb_all, npos = [], [], [], [], np.zeros(n_classes + 1)
+    for (gb, gl), (db, ds, dl) in zip(gt, det):
+        for lab in gl:
+            npos[lab] += 1
+        thr = [min(0.5, ((b[2] - b[0] + 1) * (b[3] - b[1] + 1)) / ((b[2] - b[0] + 11) * (b[3] - b[1] + 11)))
+               for b in gb]
+        detected = [False] * len(gb)
+        for j in np.argsort(-ds, kind="stable"):
+            bb, ovmax, kmax = db[j], -np.inf, -1
+            for k, bbgt in enumerate(gb):
+                if gl[k] != dl[j] or detected[k]:
+                    continue
+                iw = min(bb[2], bbgt[2]) - max(bb[0], bbgt[0]) + 1
+                ih = min(bb[3], bbgt[3]) - max(bb[1], bbgt[1]) + 1
+                if iw > 0 and ih > 0:
+                    ua = (bb[2] - bb[0] + 1) * (bb[3] - bb[1] + 1) + (bbgt[2] - bbgt[0] + 1) * (bbgt[3] - bbgt[1] + 1) \
+                        - iw * ih
+                    ov = iw * ih / ua
+                    if ov >= thr[k] and ov > ovmax:
+                        ovmax, kmax = ov, k
+            if kmax >= 0:
+                detected[kmax] = True
+            tp_all.append(float(kmax >= 0))
+            fp_all.append(float(kmax < 0))
+            sc_all.append(ds[j])
+            lb_all.append(dl[j])
+    order = np.argsort(-np.array(sc_all), kind="stable")
+    tp_all, fp_all, lb_all = np.array(tp_all)[order], np.array(fp_all)[order], np.array(lb_all)[order]
+    aps = []
+    for c in range(1, n_classes + 1):
+        if npos[c] == 0:
+            aps.append(-1.0)
+            continue
+        tp, fp = np.cumsum(tp_all[lb_all == c]), np.cumsum(fp_all[lb_all == c])
+        aps.append(voc_ap(tp / npos[c], tp / np.maximum(tp + fp, np.finfo(float).eps)))
+    return aps
+
+
+def test_matches_a_literal_devkit_transcription(rng: np.random.Generator) -> None:
+    """Random images with clustered boxes of all sizes; ground truth in 1-based integer XML coordinates."""
+    records, dets_by_image, gt, det = [], {}, [], []
+    for i in range(12):
+        n = int(rng.integers(0, 6))
+        xy = rng.integers(1, 150, (n, 2))
+        gb = np.concatenate([xy, xy + rng.integers(2, 60, (n, 2))], axis=1).astype(float)  # xmin ymin xmax ymax
+        gl = rng.integers(1, 4, n)
+        m = int(rng.integers(0, 15))
+        src = gb[rng.integers(0, max(n, 1), m)] if n else np.tile([[10.0, 10, 40, 40]], (m, 1))
+        db = src + rng.normal(0, 4, (m, 4))
+        db[:, 2:] = np.maximum(db[:, 2:], db[:, :2] + 1)
+        dl = np.where(rng.random(m) < 0.8, gl[rng.integers(0, max(n, 1), m)] if n else 1, rng.integers(1, 4, m))
+        ds = rng.random(m)
+        gt.append((gb, gl))
+        det.append((db, ds, dl))
+        ours = gb - [1, 1, 0, 0]  # what read_voc_xml makes of the XML coordinates
+        records.append(record(f"i{i}", ours.tolist(), gl.tolist()))
+        dets_by_image[f"i{i}"] = dets((db - [1, 1, 0, 0]).tolist(), ds.tolist(), dl.tolist())
+    m = evaluate_ilsvrc(dataset(*records), dets_by_image)
+    reference = devkit_reference(gt, det, 3)
+    assert list(m.per_class_AP.values()) == pytest.approx(reference, abs=1e-6)
+    assert any(0 < ap < 1 for ap in reference)
