@@ -1,12 +1,13 @@
 """Detection evaluation apart from the model: COCO (pycocotools) and ILSVRC DET (devkit rule)."""
 
 from detect.evaluation.coco import CocoMetrics, evaluate_coco
+from detect.evaluation.evaluator import DetectionEvaluator
 from detect.evaluation.ilsvrc import IlsvrcMetrics, evaluate_ilsvrc
 from detect.evaluation.plots import plot_pr_curves
 from detect.evaluation.report import format_metrics, format_per_class_table, write_summary
 from detect.evaluation.results import (load_coco_results, results_to_detections, to_coco_results,
                                        to_ilsvrc_submission)
 
-__all__ = ["CocoMetrics", "IlsvrcMetrics", "evaluate_coco", "evaluate_ilsvrc", "format_metrics",
+__all__ = ["CocoMetrics", "DetectionEvaluator", "IlsvrcMetrics", "evaluate_coco", "evaluate_ilsvrc", "format_metrics",
            "format_per_class_table", "load_coco_results", "plot_pr_curves", "results_to_detections",
            "to_coco_results", "to_ilsvrc_submission", "write_summary"]

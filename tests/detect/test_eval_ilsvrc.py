@@ -10,7 +10,7 @@ import torch
 from torchvision.ops import box_iou
 
 from detect.datasets import DetectionDataset, ImageRecord
-from detect.evaluation import evaluate_ilsvrc, to_ilsvrc_submission
+from detect.evaluation import DetectionEvaluator, evaluate_ilsvrc, to_ilsvrc_submission
 from detect.evaluation.ilsvrc import devkit_iou, devkit_threshold, voc_ap
 from detect.structures import Detections
 
@@ -188,3 +188,21 @@ def test_matches_a_literal_devkit_transcription(rng: np.random.Generator) -> Non
     reference = devkit_reference(gt, det, 3)
     assert list(m.per_class_AP.values()) == pytest.approx(reference, abs=1e-6)
     assert any(0 < ap < 1 for ap in reference)
+
+
+def test_evaluator_collects_image_by_image() -> None:
+    a = record("a", [[0, 0, 50, 50]], [1])
+    b = record("b", [[0, 0, 50, 50]], [2])
+    ev = DetectionEvaluator(dataset(a, b))
+    assert ev.metric == "ilsvrc"
+    ev.process("a", dets([[0, 0, 50, 50]], [0.9], [1]))
+    assert ev.evaluate().per_class_AP == {"cat": 1.0, "dog": 0.0, "yak": -1.0}  # b not processed: a miss
+    ev.process("b", dets([[0, 0, 50, 50]], [0.9], [2]))
+    assert ev.evaluate().mAP == 1.0
+    ev.reset()
+    assert ev.evaluate().mAP == 0.0
+    with pytest.raises(ValueError, match="not in"):
+        ev.process("zzz", dets([], [], []))
+    coco = DetectionEvaluator(dataset(a, b), metric="coco")
+    coco.process("a", dets([[0, 0, 50, 50]], [0.9], [1]))
+    assert coco.evaluate().per_class_AP["cat"] == pytest.approx(1.0)
