@@ -429,7 +429,7 @@ def _epoch_record(sums: dict[str, Tensor], count: int, ctx: _Dist, *, epoch: int
         values = values.to(ctx.device)
         dist.all_reduce(values)
         values = values / ctx.world_size
-    record: dict[str, Any] = {"epoch": epoch, "step": global_step}
+    record: dict[str, Any] = {"epoch": epoch, "step": global_step, "world_size": ctx.world_size}
     record.update({k: float(v) for k, v in zip(keys, values.tolist())})
     record.update({"lr": lr, "images_per_s": samples / elapsed if elapsed > 0 else 0.0, "time_s": elapsed})
     return record

@@ -52,6 +52,7 @@ def test_train_learns_and_writes_its_files(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
     assert {"loss", "acc", "lr", "images_per_s", "time_s", "step"} <= records[0].keys()
+    assert records[0]["world_size"] == 1
     assert records[-1]["loss"] < records[0]["loss"]
     assert records[-1]["acc"] > 1 / 3 + 0.2  # chance is 1/3
     assert records[-1]["step"] == result.global_step == 4 * (48 // 8)
