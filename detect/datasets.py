@@ -89,7 +89,9 @@ class DetectionDataset:
         kind: ``"coco"``, ``"ilsvrc"`` or ``"voc"``.
         source: the annotation file or folder it was read from.
         image_index: ILSVRC devkit's 1-based image index per ``image_id``, from the image-set file's
-            second column (empty when there was none: then the index is the position in ``records`` + 1).
+            second column (``val.txt``/``test.txt``: ``name index``); empty when there was none or it is
+            not a unique positive index (``train_N.txt`` holds 1/0/-1 labels there): then the index is the
+            position in ``records`` + 1.
     """
 
     records: list[ImageRecord]
@@ -412,6 +414,8 @@ def read_voc_xml(annotation_dir: str | os.PathLike, images_dir: str | os.PathLik
         if idx is not None:
             index[name] = idx
     _warn_dropped(root, dropped)
+    if len(index) != len(records) or len(set(index.values())) != len(index) or min(index.values(), default=1) < 1:
+        index = {}  # not val.txt/test.txt indices (e.g. train_N.txt's 1/0/-1 labels): use positions
     if len({r.image_id for r in records}) != len(records):
         raise InputError(image_set or root, "an image is listed twice")
     return DetectionDataset(records=records, class_names=readable, category_ids=category_ids, kind=kind,

@@ -164,3 +164,9 @@ def test_read_voc_xml_image_set_lists_missing_file(tmp_path: Path) -> None:
     (tmp_path / "val.txt").write_text("val_1 1\nval_3 3\n")
     with pytest.raises(InputError, match="val_3.xml: no such annotation file"):
         read_voc_xml(ann, image_set=tmp_path / "val.txt")
+
+
+def test_image_set_labels_are_not_indices(tmp_path: Path) -> None:
+    ann = ilsvrc_tree(tmp_path)
+    (tmp_path / "train_1.txt").write_text("val_1 1\nval_2 -1\n")  # devkit train lists: name and 1/0/-1 label
+    assert read_voc_xml(ann, image_set=tmp_path / "train_1.txt").image_index == {}
