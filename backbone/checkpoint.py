@@ -82,15 +82,17 @@ def read_torch_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err).lower():
+        # weights_only names the callable or class it would not import ("Unsupported global: GLOBAL
+        # print ..."); any other unpickling failure (e.g. "Unsupported operand") is a damaged file.
+        if any(s in str(err) for s in ("Unsupported global", "allowed global", "Unsupported class")):
             raise InputError(p, "refused: not a plain-tensor checkpoint (it carries code or objects "
                                 "that torch.load(weights_only=True) will not run)") from None
-        raise InputError(p, "not a readable checkpoint (truncated or corrupt)") from None
+        raise InputError(p, "not a readable checkpoint (truncated or corrupt, or not a PyTorch file)") from None
     except PermissionError:
         raise InputError(p, "permission denied") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError,
             AttributeError, TypeError, UnicodeDecodeError):
-        raise InputError(p, "not a readable checkpoint (truncated or corrupt)") from None
+        raise InputError(p, "not a readable checkpoint (truncated or corrupt, or not a PyTorch file)") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
@@ -26,11 +27,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Names accepted for ``Preprocessing.interpolation`` (the paper's training mixes all four, section 6).
-INTERPOLATIONS = {
+INTERPOLATIONS: dict[str, InterpolationMode | None] = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
     "nearest": InterpolationMode.NEAREST,
-    "area": InterpolationMode.BOX,  # box filter = area averaging when downscaling
+    "area": None,  # OpenCV's INTER_AREA (torchvision has no tensor implementation of it)
 }
 
 
@@ -88,9 +89,16 @@ def preprocess(image: np.ndarray, preprocessing: Preprocessing | None = None) ->
     p = preprocessing or Preprocessing()
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
+    if p.interpolation == "area":  # not available on tensors: OpenCV's area averaging, same output size
+        h, w = image.shape[:2]
+        short, long = (h, w) if h <= w else (w, h)
+        new_long = int(p.resize * long / short)  # torchvision's rounding of the longer side
+        size = (new_long, p.resize) if h <= w else (p.resize, new_long)  # cv2 wants (width, height)
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     # 3 x H x W uint8
-    x = TF.resize(x, [p.resize], interpolation=INTERPOLATIONS[p.interpolation], antialias=True)
+    if p.interpolation != "area":
+        x = TF.resize(x, [p.resize], interpolation=INTERPOLATIONS[p.interpolation], antialias=True)
     # 3 x resize x (W * resize / H) for a landscape image
     x = TF.center_crop(x, [p.crop, p.crop])
     # 3 x crop x crop uint8
