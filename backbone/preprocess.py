@@ -16,9 +16,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
@@ -27,11 +27,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Names accepted for ``Preprocessing.interpolation`` (the paper's training mixes all four, section 6).
-INTERPOLATIONS: dict[str, InterpolationMode | None] = {
+INTERPOLATIONS: dict[str, InterpolationMode] = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
     "nearest": InterpolationMode.NEAREST,
-    "area": None,  # OpenCV's INTER_AREA (torchvision has no tensor implementation of it)
+    "area": InterpolationMode.BOX,  # TF.resize cannot do it on tensors: use resize() below
 }
 
 
@@ -77,6 +77,25 @@ class Preprocessing:
         return preprocess(image, self)
 
 
+def resize(x: Tensor, size: int | tuple[int, int], interpolation: str = "bilinear") -> Tensor:
+    """Resize ``Tensor[..., C, H, W]`` (uint8 or float) with antialiasing.
+
+    ``size``: an int sets the shorter side (the longer one is ``int(size * long / short)``, torchvision's
+    rule); a pair is ``(height, width)``. ``interpolation``: a key of :data:`INTERPOLATIONS`; ``"area"``
+    averages over input areas (``F.interpolate(mode="area")``), which ``TF.resize`` cannot do on tensors.
+    """
+    h, w = x.shape[-2:]
+    if isinstance(size, int):
+        short, long = (h, w) if h <= w else (w, h)
+        new_long = int(size * long / short)
+        size = (size, new_long) if h <= w else (new_long, size)
+    if interpolation != "area":
+        return TF.resize(x, list(size), interpolation=INTERPOLATIONS[interpolation], antialias=True)
+    batched = x.reshape(-1, *x.shape[-3:]).float()
+    y = F.interpolate(batched, size=size, mode="area").reshape(*x.shape[:-2], *size)
+    return y.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else y.to(x.dtype)
+
+
 def preprocess(image: np.ndarray, preprocessing: Preprocessing | None = None) -> Tensor:
     """One image -> network input.
 
@@ -89,16 +108,9 @@ def preprocess(image: np.ndarray, preprocessing: Preprocessing | None = None) ->
     p = preprocessing or Preprocessing()
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
-    if p.interpolation == "area":  # not available on tensors: OpenCV's area averaging, same output size
-        h, w = image.shape[:2]
-        short, long = (h, w) if h <= w else (w, h)
-        new_long = int(p.resize * long / short)  # torchvision's rounding of the longer side
-        size = (new_long, p.resize) if h <= w else (p.resize, new_long)  # cv2 wants (width, height)
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     # 3 x H x W uint8
-    if p.interpolation != "area":
-        x = TF.resize(x, [p.resize], interpolation=INTERPOLATIONS[p.interpolation], antialias=True)
+    x = resize(x, p.resize, p.interpolation)
     # 3 x resize x (W * resize / H) for a landscape image
     x = TF.center_crop(x, [p.crop, p.crop])
     # 3 x crop x crop uint8

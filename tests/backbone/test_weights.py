@@ -16,7 +16,7 @@ from torchvision.transforms._presets import ImageClassification
 from backbone.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
 from backbone.errors import InputError
 from backbone.googlenet import googlenet
-from backbone.preprocess import Preprocessing, preprocess
+from backbone.preprocess import Preprocessing, preprocess, resize
 from backbone.weights import IMAGENET_FILE, imagenet_classes, imagenet_wnids, imagenet_weights_path, load_classifier
 
 
@@ -229,6 +229,14 @@ def test_preprocessing_round_trip_and_normalisation():
         Preprocessing(crop=300, resize=256)
     with pytest.raises(ValueError):
         preprocess(np.zeros((4, 4), np.uint8))
+
+
+def test_resize_shorter_side_and_area():
+    x = torch.arange(3 * 4 * 6, dtype=torch.uint8).reshape(3, 4, 6)
+    assert resize(x, 2, "bilinear").shape == (3, 2, 3)  # shorter side 4 -> 2, longer 6 -> 3
+    area = resize(x, (2, 3), "area")
+    expected = x.float().reshape(3, 2, 2, 3, 2).mean(dim=(2, 4)).round().to(torch.uint8)
+    torch.testing.assert_close(area, expected, rtol=0, atol=0)
 
 
 # ---- class names -------------------------------------------------------------------------------------
