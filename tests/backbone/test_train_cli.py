@@ -1,0 +1,133 @@
+"""`backbone train` and `backbone eval` end to end: bad inputs (one line, exit 2) and a real small run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from backbone.checkpoint import save_checkpoint
+from backbone.cli import main as backbone_main
+from backbone.googlenet import googlenet
+from backbone.preprocess import Preprocessing
+
+
+def _run(argv, capsys):
+    code = backbone_main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("backbone: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _folder(root: Path, classes=("cat", "dog"), per_class=2, size=40) -> Path:
+    rng = np.random.default_rng(0)
+    for c in classes:
+        for i in range(per_class):
+            (root / c).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / c / f"{i}.png"), (rng.random((size, size + 4, 3)) * 255).astype(np.uint8))
+    return root
+
+
+def _checkpoint(path: Path, class_names, *, crop=32) -> Path:
+    torch.manual_seed(0)
+    model = googlenet(variant="paper", num_classes=len(class_names), aux_logits=False)
+    save_checkpoint(path, model, class_names=list(class_names), preprocessing=Preprocessing(resize=36, crop=crop),
+                    config={})
+    return path
+
+
+def test_train_refuses_an_empty_folder_and_a_flat_one(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = _run(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "empty: empty folder; expected the ImageNet layout" in _one_error_line(err)
+    (tmp_path / "flat").mkdir()
+    cv2.imwrite(str(tmp_path / "flat" / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    code, _, err = _run(["train", "--data", str(tmp_path / "flat"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "1 images but no class subfolders" in _one_error_line(err)
+    code, _, err = _run(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "nope: no such folder" in _one_error_line(err)
+
+
+def test_train_stops_at_a_corrupt_image_naming_it(tmp_path, capsys):
+    data = _folder(tmp_path / "data")
+    (data / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    code, _, err = _run(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--image-size", "32",
+                         "--batch-size", "5", "--epochs", "1", "--workers", "0"], capsys)
+    assert code == 2
+    assert _one_error_line(err).endswith("dog/broken.jpg: not a readable image (corrupt, truncated or unsupported format)")
+    assert not (tmp_path / "o" / "model.pt").exists()
+
+
+def test_train_resume_without_a_run_and_too_small_a_set(tmp_path, capsys):
+    data = _folder(tmp_path / "data")
+    code, _, err = _run(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--resume"], capsys)
+    assert code == 2 and "last.pt: no checkpoint to resume from" in _one_error_line(err)
+    code, _, err = _run(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--batch-size", "8",
+                         "--image-size", "32"], capsys)
+    assert code == 2 and "4 samples, fewer than one batch of 8" in _one_error_line(err)
+
+
+def test_eval_refuses_checkpoints_that_do_not_fit(tmp_path, capsys):
+    data = _folder(tmp_path / "data", classes=("cat", "dog"), per_class=1)
+    other = _checkpoint(tmp_path / "animals3.pt", ["ant", "bee", "cat"])
+    code, _, err = _run(["eval", "--data", str(data), "--weights", str(other), "--workers", "0"], capsys)
+    assert code == 2 and "1 class folders (dog) are not among the 3 classes of" in _one_error_line(err)
+    two = _checkpoint(tmp_path / "pets.pt", ["cat", "dog"])
+    code, _, err = _run(["eval", "--data", str(data), "--weights", str(two), str(other), "--workers", "0"], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "animals3.pt: has a different number of classes than" in line and "pets.pt" in line
+    raw = tmp_path / "raw.pt"
+    torch.save({"epoch": 3}, raw)
+    code, _, err = _run(["eval", "--data", str(data), "--weights", str(raw)], capsys)
+    assert code == 2 and "raw.pt: neither a goingdeeper checkpoint nor a state dict" in _one_error_line(err)
+
+
+def test_eval_prints_a_table_and_writes_json(tmp_path, capsys):
+    data = _folder(tmp_path / "data", classes=("cat", "dog"), per_class=2)
+    ckpt = _checkpoint(tmp_path / "pets.pt", ["cat", "dog"])
+    out = tmp_path / "res.json"
+    code, stdout, err = _run(["eval", "--data", str(data), "--weights", str(ckpt), str(ckpt), "--crops", "10",
+                              "--workers", "0", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "ensemble of 2" in stdout and "top-5 err" in stdout
+    result = json.loads(out.read_text())
+    assert result["images"] == 4 and result["crops"] == 10 and result["models"] == 2
+    assert result["top5"] == 1.0  # 2 classes: both are in the top 5
+    assert 0.0 <= result["top1"] <= 1.0
+
+
+@pytest.mark.slow
+def test_train_on_coco_crops_then_eval_and_classify(coco_crops, tmp_path, capsys):
+    """Real data: the paper variant learns coco128 object crops (5 classes, 125 images) at 32 x 32 on CPU."""
+    out = tmp_path / "run"
+    code, stdout, err = _run(["train", "--data", str(coco_crops), "--out", str(out), "--image-size", "32",
+                              "--epochs", "4", "--batch-size", "25", "--lr", "0.01", "--polyak", "0.5",
+                              "--workers", "0", "--checkpoint-every", "1000"], capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(records) == 4
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert max(r["acc"] for r in records[1:]) > 0.2  # chance is 1/5
+
+    code, stdout, err = _run(["eval", "--data", str(coco_crops), "--weights", str(out / "model.pt"),
+                              "--crops", "10", "--workers", "0", "--out", str(tmp_path / "eval.json")], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["images"] == 125 and result["top5"] == 1.0  # 5 classes
+    assert result["top1"] >= 0.2
+
+    image = next((coco_crops / "person").iterdir())
+    code, stdout, err = _run(["classify", str(image), "--weights", str(out / "model.pt"), "--topk", "1", "--json"],
+                             capsys)
+    assert code == 0, err
+    top = json.loads(stdout)[0]["top"][0]  # class names come from the checkpoint
+    assert top["class"] in {d.name for d in coco_crops.iterdir()} and 0 < top["probability"] <= 1
