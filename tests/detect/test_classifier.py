@@ -87,3 +87,14 @@ def test_ensemble_refuses_mixed_class_lists(tmp_path):
     assert str(pa) in str(err.value) and str(pb) in str(err.value)
     ens = Ensemble.from_checkpoints([pa, pa])
     assert len(ens) == 2 and ens.class_names == NAMES
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_close_to_cpu_fp32():
+    image, boxes = _image_and_boxes()
+    a, b = _member(0), _member(1)
+    cpu = Ensemble([a, b]).classify(image, boxes)
+    ens = Ensemble([a, b]).to("cuda")
+    gpu = ens.classify(image, boxes, amp=True)
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
+    assert (gpu.cpu() - cpu).abs().max() < 0.02

@@ -143,3 +143,13 @@ def test_dtypes_empty_chunks_and_normalize():
     with pytest.raises(ValueError):
         CropConfig(size=32, padding=16)
     assert CropConfig.from_dict(CropConfig(64, 8).to_dict()) == CropConfig(64, 8)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    img = torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8)
+    boxes = torch.tensor([[10.0, 10.0, 90.0, 70.0], [-30.0, 50.0, 170.0, 130.0], [60.0, 20.0, 64.5, 31.0]])
+    cpu = warp_regions(img, boxes, size=64, padding=8)
+    gpu = warp_regions(img.cuda(), boxes.cuda(), size=64, padding=8)
+    assert gpu.device.type == "cuda"
+    assert (gpu.cpu() - cpu).abs().max() < 1e-3
