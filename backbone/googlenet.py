@@ -6,7 +6,8 @@ One implementation, two named variants (``GoogLeNetConfig.variant``):
     Table 1 exactly: true 5x5 convolutions, ReLU after every convolution (reduce and projection layers
     included), no BatchNorm, local response normalisation (size 5, alpha 1e-4, beta 0.75, k 1, as in the
     Caffe replica ``bvlc_googlenet``) after the first max pool and after the 3x3 convolution, 3x3/2 max
-    pools with "same" padding (112 -> 56 -> 28 -> 14 -> 7 at 224), dropout 40 % before the classifier,
+    pools with "same" padding (112 -> 56 -> 28 -> 14 -> 7 at 224; the Caffe replica's unpadded ceil-mode
+    pools give the same sizes at 224), dropout 40 % before the classifier,
     auxiliary classifiers on 4a and 4d (avgpool 5x5/3 -> 1x1 conv 128 + ReLU -> FC 1024 + ReLU ->
     dropout 70 % -> linear), each loss weighted 0.3 (section 5).
 ``"torchvision"``
@@ -32,7 +33,6 @@ paper's training loss ``ce(logits) + 0.3 * (ce(aux1) + ce(aux2))``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -40,8 +40,6 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-log = logging.getLogger(__name__)
 
 VARIANTS = ("paper", "torchvision")
 

@@ -140,3 +140,15 @@ def test_bad_options_exit_2(capsys, photo, ckpt):
     if not torch.cuda.is_available():
         code, _, err = _run(capsys, photo, "--weights", ckpt, "--device", "cuda")
         assert code == 2 and "CUDA" in err and "\n" not in err
+
+
+@pytest.mark.gpu
+def test_cuda_gives_the_cpu_probabilities(capsys, photo, ckpt):
+    results = {}
+    for device in ("cpu", "cuda"):
+        code, out, err = _run(capsys, photo, "--weights", ckpt, "--json", "--device", device)
+        assert code == 0, err
+        results[device] = {t["class"]: t["probability"] for t in json.loads(out)[0]["top"]}
+    assert results["cpu"].keys() == results["cuda"].keys()
+    for name, p in results["cpu"].items():
+        assert results["cuda"][name] == pytest.approx(p, abs=1e-4)
