@@ -42,13 +42,15 @@ def save_checkpoint(path: str | os.PathLike, model: GoogLeNet, *, class_names: l
 
     ``config`` and ``extra`` must hold plain types (numbers, strings, lists, dicts) or tensors, so that
     the file loads with ``weights_only=True``; ``extra`` may not reuse a reserved key.
-    Raises ValueError when ``class_names`` does not match ``model.num_classes``.
+    Raises ValueError for any of these, or when ``class_names`` does not match ``model.num_classes``.
     """
     if len(class_names) != model.num_classes:
         raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
     clash = sorted(set(extra or {}) & set(RESERVED_KEYS))
     if clash:
         raise ValueError(f"extra may not set reserved checkpoint keys {clash}")
+    _check_plain(config, "config")
+    _check_plain(extra or {}, "extra")
     obj: dict[str, Any] = {
         "format": FORMAT,
         "arch": ARCH,
@@ -64,6 +66,25 @@ def save_checkpoint(path: str | os.PathLike, model: GoogLeNet, *, class_names: l
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     log.info("saved checkpoint %s", path)
+
+
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """Refuse values that ``torch.load(weights_only=True)`` would refuse later (a Path, a dataclass, ...)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise ValueError(f"{where}: key {key!r} is not a string or int")
+            _check_plain(value, f"{where}.{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _check_plain(value, f"{where}[{i}]")
+    elif not isinstance(obj, _PLAIN):
+        raise ValueError(f"{where} is a {type(obj).__name__}; checkpoints hold plain types only "
+                         "(str, int, float, bool, None, list, dict, tensor) so that they load with "
+                         "weights_only=True — convert it (e.g. str(path), dataclasses.asdict(cfg))")
 
 
 def read_torch_file(path: str | os.PathLike) -> Any:

@@ -203,6 +203,9 @@ def test_save_refuses_wrong_class_names_and_reserved_extra(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         save_checkpoint(tmp_path / "a.pt", model, class_names=["x", "y"], preprocessing=Preprocessing(),
                         config={}, extra={"model": {}})
+    with pytest.raises(ValueError, match=r"config.data\[0\] is a PosixPath"):  # would not load later
+        save_checkpoint(tmp_path / "a.pt", model, class_names=["x", "y"], preprocessing=Preprocessing(),
+                        config={"data": [tmp_path]})
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
