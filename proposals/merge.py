@@ -133,7 +133,9 @@ METHODS: dict[str, Callable[..., Proposals]] = {
 
 
 @functools.lru_cache(maxsize=2)
-def _load_multibox(path: str, device: str) -> Any:
+def load_multibox_cached(path: str, device: str = "cpu") -> Any:
+    """:func:`proposals.multibox.load_multibox`, once per process (worker processes forked after a call
+    in the parent inherit the loaded model)."""
     from proposals.multibox import load_multibox
 
     return load_multibox(path, device=device)
@@ -201,6 +203,6 @@ class ProposalMethod:
         """Proposals for one ``np.ndarray[H, W, 3]`` uint8 RGB image."""
         multibox = None
         if self.name != "ss" and self.multibox_weights is not None:
-            multibox = _load_multibox(os.fspath(self.multibox_weights), self.device)
+            multibox = load_multibox_cached(os.fspath(self.multibox_weights), self.device)
         return METHODS[self.name](image, ss_config=self.resolved_ss_config(), multibox=multibox,
                                   top_k=self.top_k, dedupe_iou=self.dedupe_iou)

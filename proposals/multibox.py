@@ -20,9 +20,10 @@ Detection", section 3: priors from clustering, matching against priors).
   (Erhan et al. eq. 1). By default the *priors* are matched (Szegedy et al. "Scalable, High-Quality",
   section 3: stable targets early in training); ``match_on="predictions"`` matches the predicted boxes as
   in Erhan et al.
-* **Loss** (:func:`multibox_loss`), per image, averaged over the batch (Erhan et al. eq. 4):
-  ``alpha * 1/2 sum ||l_i - g_j||^2`` over matched pairs ``+`` logistic confidence loss summed over all K
-  predictions (target 1 for matched, 0 otherwise), ``alpha = 0.3``.
+* **Loss** (:func:`multibox_loss`, Erhan et al. eq. 4): ``alpha * 1/2 sum ||l_i - g_j||^2`` over matched
+  pairs ``+`` logistic confidence loss summed over all K predictions (target 1 for matched, 0 otherwise),
+  ``alpha = 0.3``. Deviation: the batch sum is divided by the number of matched boxes (as SSD), which
+  keeps gradients at a classifier's scale; the unnormalised sum diverged at the engine's learning rate.
 * **Inference** (:meth:`MultiBox.propose`): the image is warped to a fixed square ``input_size`` and
   normalised with the backbone's mean/std; boxes come back in original pixels, clipped, the ``top_k``
   (200, GoogLeNet section 8) by sigmoid confidence, as :class:`~proposals.types.Proposals` with source
@@ -315,7 +316,14 @@ def match(boxes: torch.Tensor, gt_boxes: torch.Tensor) -> tuple[torch.Tensor, to
 
 def multibox_loss(output: MultiBoxOutput, gt_boxes: Sequence[torch.Tensor], priors: torch.Tensor, *,
                   alpha: float = 0.3, match_on: str = "priors") -> tuple[torch.Tensor, dict[str, float]]:
-    """Erhan et al. eq. 4: ``alpha * F_match + F_conf``, per image, averaged over the batch.
+    """Erhan et al. eq. 4, ``alpha * F_match + F_conf``, summed over the batch and divided by the number
+    of matched boxes in it.
+
+    ``F_match = 1/2 sum ||l_i - g_j||^2`` over matched pairs; ``F_conf`` = logistic loss summed over all
+    ``K`` predictions (target 1 for matched, 0 otherwise). Erhan et al. leave the sum unnormalised; we
+    divide by the matched count (as SSD, Liu et al. 2016) because the sum over ``K`` = 800 sigmoid outputs
+    otherwise gives the trunk gradients ~K/G times those of a softmax classifier and diverged at the
+    engine's learning rate in our runs. For a fixed number of boxes per image the minimiser is the same.
 
     Args:
         output: network output for ``N`` images (``boxes Tensor[N, K, 4]``, ``logits Tensor[N, K]``).
@@ -325,15 +333,15 @@ def multibox_loss(output: MultiBoxOutput, gt_boxes: Sequence[torch.Tensor], prio
         match_on: ``"priors"`` or ``"predictions"``.
 
     Returns:
-        ``(loss, metrics)``: scalar loss with gradients; metrics ``loc``, ``conf`` (batch means) and
-        ``matched`` (mean matched boxes per image).
+        ``(loss, metrics)``: scalar loss with gradients; metrics ``loc`` and ``conf`` (the two terms, per
+        matched box) and ``matched`` (mean matched boxes per image).
     """
     output = MultiBoxOutput(boxes=output.boxes.float(), logits=output.logits.float())  # autocast-safe
     n = output.boxes.shape[0]
     if len(gt_boxes) != n:
         raise ValueError(f"{n} outputs but {len(gt_boxes)} ground-truth lists")
     targets = torch.zeros_like(output.logits)
-    loc_terms = []
+    loc = output.boxes.new_zeros(())
     matched = 0
     for i, gt in enumerate(gt_boxes):
         gt = gt.to(output.boxes.device, torch.float32)
@@ -342,9 +350,10 @@ def multibox_loss(output: MultiBoxOutput, gt_boxes: Sequence[torch.Tensor], prio
         bi, gi = bi.to(gt.device), gi.to(gt.device)
         matched += bi.numel()
         targets[i, bi] = 1.0
-        loc_terms.append(0.5 * (output.boxes[i, bi] - gt[gi]).pow(2).sum())
-    loc = torch.stack(loc_terms).mean()
-    conf = F.binary_cross_entropy_with_logits(output.logits, targets, reduction="sum") / n
+        loc = loc + 0.5 * (output.boxes[i, bi] - gt[gi]).pow(2).sum()
+    norm = max(matched, 1)
+    loc = loc / norm
+    conf = F.binary_cross_entropy_with_logits(output.logits, targets, reduction="sum") / norm
     loss = alpha * loc + conf
     return loss, {"loc": float(loc.detach()), "conf": float(conf.detach()), "matched": matched / max(n, 1)}
 

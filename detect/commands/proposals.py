@@ -1,15 +1,189 @@
-"""`detect proposals`: not built yet (see README, "Status")."""
+"""`detect proposals`: region proposals (selective search, MultiBox, or the paper's combination).
+
+Examples:
+  detect proposals photo.jpg --out boxes.json                       # selective search, fast mode
+  detect proposals photos/ --method multibox --weights mb.pt         # top 200 MultiBox boxes, JSON on stdout
+  detect proposals --annotations ann.json --images imgs/ --method paper --weights mb.pt --gt --out p.json
+  detect proposals --annotations ann.json --images imgs/ --cache cache/ --workers 2 --gt --limit 20
+
+Methods: `ss` = selective search (R-CNN's fast mode); `multibox` = the `--top-k` most confident MultiBox
+boxes (needs `--weights`); `paper` = selective search at superpixel scale 2 plus the top 200 MultiBox
+boxes, near-duplicates (IoU > `--dedupe-iou`) removed (GoogLeNet paper, section 8). Without `--weights`,
+`paper` is selective search alone (a warning says so).
+
+Output: a JSON list, one entry per image: {"file", "image_id", "boxes" [[x1, y1, x2, y2], ...] in pixels,
+"scores", "sources" ("ss" | "multibox")}, best first within each source; to `--out` (written atomically)
+or to stdout. With `--gt` (needs `--annotations`) a table of recall at IoU 0.5 / 0.7, ABO, MABO,
+AR@100, AR@1000 and boxes per image goes to stdout (the JSON then needs `--out`).
+`--cache DIR` stores one file per image under DIR/<method>-<config hash>/ and reuses it on the next run
+(an interrupted run resumes where it stopped).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
 
 from backbone.errors import InputError
+from backbone.files import write_json
+from backbone.images import list_images
+from proposals.cache import CacheItem, as_items, build_cache, cache_dir, load_cached, propose_many
+from proposals.merge import DEDUPE_IOU, METHODS, MULTIBOX_TOP_K, ProposalMethod, load_multibox_cached
+from proposals.types import SOURCES, Proposals
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE|DIR", help="image files and/or folders of images")
+    parser.add_argument("--annotations", type=Path, default=None,
+                        help="COCO JSON file or folder of VOC/ILSVRC XML: propose for its images")
+    parser.add_argument("--images", type=Path, default=None, help="image folder of --annotations")
+    parser.add_argument("--method", choices=sorted(METHODS), default="ss", help="(default: %(default)s)")
+    parser.add_argument("--weights", type=Path, default=None, metavar="CKPT",
+                        help="MultiBox checkpoint (for --method multibox or paper)")
+    parser.add_argument("--superpixel-scale", type=float, default=None,
+                        help="selective search superpixel size factor (default: 1 for ss, 2 for paper)")
+    parser.add_argument("--strategy", default="fast", help="selective search strategy (default: %(default)s)")
+    parser.add_argument("--top-k", type=int, default=MULTIBOX_TOP_K, help="MultiBox boxes per image")
+    parser.add_argument("--dedupe-iou", type=float, default=DEDUPE_IOU,
+                        help="paper: drop a box overlapping a better-ranked one by more than this IoU "
+                             "(default: %(default)s; 1 keeps all)")
+    parser.add_argument("--gt", action="store_true", help="print recall / ABO / AR against --annotations")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write (default: stdout)")
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR", help="proposal cache root folder")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="where MultiBox runs (default: %(default)s)")
+
+
+def build_method(args: argparse.Namespace) -> ProposalMethod:
+    """The :class:`ProposalMethod` the flags describe (InputError for inconsistent flags)."""
+    if args.method == "multibox" and args.weights is None:
+        raise InputError(None, "--method multibox needs --weights (a MultiBox checkpoint)")
+    if args.top_k < 1:
+        raise InputError(None, f"--top-k must be >= 1, got {args.top_k}")
+    if not 0 < args.dedupe_iou <= 1:
+        raise InputError(None, f"--dedupe-iou must be in (0, 1], got {args.dedupe_iou}")
+    ss_config = None
+    if args.method != "multibox":
+        from proposals.selective_search import STRATEGIES, SelectiveSearchConfig
+
+        if args.strategy not in STRATEGIES:
+            raise InputError(None, f"--strategy {args.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        scale = args.superpixel_scale
+        if scale is None:
+            scale = 2.0 if args.method == "paper" else 1.0
+        if scale <= 0:
+            raise InputError(None, f"--superpixel-scale must be > 0, got {scale}")
+        ss_config = SelectiveSearchConfig(strategy=args.strategy, superpixel_scale=scale)
+    weights = None
+    if args.weights is not None and args.method != "ss":
+        weights = os.fspath(args.weights)
+        load_multibox_cached(weights, args.device)  # fail early with a clear message; workers inherit it
+    return ProposalMethod(args.method, ss_config=ss_config, multibox_weights=weights, top_k=args.top_k,
+                          dedupe_iou=None if args.dedupe_iou >= 1 else args.dedupe_iou, device=args.device)
+
+
+def gather_inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    """(records or image paths, the input files an output may not overwrite)."""
+    if args.annotations is not None and args.inputs:
+        raise InputError(None, "give images or --annotations, not both")
+    if args.gt and args.annotations is None:
+        raise InputError(None, "--gt needs --annotations")
+    if args.annotations is not None:
+        from detect.datasets import read_dataset
+
+        records = list(read_dataset(args.annotations, args.images).records)
+        protected = [os.fspath(args.annotations)]
+    elif args.inputs:
+        records = []
+        for item in args.inputs:
+            p = Path(item)
+            if p.is_dir():
+                records.extend(list_images(p))
+            elif not p.exists():
+                raise InputError(p, "no such file or folder")
+            else:
+                records.append(p)
+        protected = [os.fspath(p) for p in records]
+    else:
+        raise InputError(None, "give image files/folders or --annotations (see --help)")
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError(None, f"--limit must be >= 1, got {args.limit}")
+        records = records[: args.limit]
+    return records, protected
+
+
+def proposals_json(item: CacheItem, image_id: Any, props: Proposals, *, decimals: int = 2) -> dict[str, Any]:
+    """One image's output entry (boxes xyxy in pixels, rounded to ``decimals``)."""
+    return {
+        "file": item.file,
+        "image_id": image_id,
+        "boxes": [[round(v, decimals) for v in box] for box in props.boxes.tolist()],
+        "scores": [round(v, 6) for v in props.scores.tolist()],
+        "sources": [SOURCES[s] for s in props.sources.tolist()],
+    }
+
+
+def format_stats(stats: Any, method: str) -> str:
+    """The ``--gt`` table: one header line and one row."""
+    cols = [("images", f"{stats.num_images}"), ("gt boxes", f"{stats.num_gt}"),
+            ("boxes/img", f"{stats.boxes_per_image:.1f}"), ("recall@0.5", f"{stats.recall_50:.3f}"),
+            ("recall@0.7", f"{stats.recall_70:.3f}"), ("ABO", f"{stats.abo:.3f}"), ("MABO", f"{stats.mabo:.3f}"),
+            ("AR@100", f"{stats.ar_100:.3f}"), ("AR@1000", f"{stats.ar_1000:.3f}")]
+    widths = [max(len(k), len(v)) for k, v in cols]
+    head = "  ".join(k.rjust(w) for (k, _), w in zip(cols, widths))
+    row = "  ".join(v.rjust(w) for (_, v), w in zip(cols, widths))
+    return f"method {method}\n{head}\n{row}"
+
+
+def compute(records: Sequence[Any], method: ProposalMethod, *, cache: Path | None,
+            workers: int) -> tuple[list[CacheItem], list[Proposals]]:
+    """Proposals for every record/path, through the cache when one is given."""
+    items = as_items(records)
+    if cache is None:
+        return items, propose_many(method, items, workers=workers)
+    folder = cache_dir(cache, method)
+    stats = build_cache(items, method, folder, workers=workers)
+    log.info("cache %s: %d computed, %d reused", folder, stats["computed"], stats["skipped"])
+    return items, [load_cached(folder, item.image_id) for item in items]
+
+
+def write_stdout(text: str) -> None:
+    """Write to stdout; a closed pipe (``... | head``) is not an error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's exit-time flush does not fail again
 
 
 def main(args: argparse.Namespace) -> int:
-    raise InputError(None, "'detect proposals' is not built yet")
+    if args.workers < 1:
+        raise InputError(None, f"--workers must be >= 1, got {args.workers}")
+    records, protected = gather_inputs(args)
+    method = build_method(args)
+    items, results = compute(records, method, cache=args.cache, workers=args.workers)
+    ids = [getattr(r, "image_id", item.image_id) for r, item in zip(records, items)]
+    entries = [proposals_json(item, image_id, props) for item, image_id, props in zip(items, ids, results)]
+    if args.out is not None:
+        write_json(args.out, entries, inputs=protected)
+        log.info("wrote proposals of %d images to %s", len(entries), args.out)
+    elif not args.gt:
+        write_stdout(json.dumps(entries) + "\n")
+    if args.gt:
+        from proposals.metrics import proposal_recall
+
+        keep = [~r.ignore.bool() for r in records]
+        stats = proposal_recall([p.boxes for p in results], [r.boxes[k] for r, k in zip(records, keep)],
+                                [r.labels[k] for r, k in zip(records, keep)])
+        print(format_stats(stats, method.name))
+    return 0
