@@ -121,6 +121,8 @@ def build_with_weights(weights: str | os.PathLike, *, variant: str | None = None
             raise InputError(None, f"ImageNet weights ({IMAGENET_FILE}) exist only for the torchvision variant, "
                                    f"not {variant!r}; use variant 'torchvision' or a checkpoint of your own")
         path: str | os.PathLike = imagenet_weights_path(download=download)
+        if aux_logits:
+            log.info("%s: its auxiliary heads are untrained (as torchvision warns); train them before use", path)
     else:
         path = weights
     return _build(read_torch_file(path), path, variant=variant, num_classes=num_classes, aux_logits=aux_logits,

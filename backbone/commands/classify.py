@@ -2,8 +2,8 @@
 
 Each image is read as RGB (grayscale, RGBA, 16-bit and EXIF rotation handled), resized to the
 checkpoint's shorter side (256), centre-cropped (224) and normalised; the table lists the top-k
-class names and softmax probabilities per image. All images are read before the model runs, so a bad
-file fails fast with one line and exit code 2.
+class names and softmax probabilities per image. All images are read before anything is printed, so a
+bad file fails with one line and exit code 2 and no partial table.
 
 Weights: ``imagenet`` (default) is torchvision's ImageNet GoogLeNet file ``googlenet-1378be20.pth``
 from torch hub's cache (downloaded when missing unless GOINGDEEPER_OFFLINE=1; offline, the error names
@@ -30,6 +30,8 @@ from backbone.googlenet import VARIANTS
 from backbone.images import MAX_PIXELS, read_image
 from backbone.weights import load_classifier
 
+BATCH = 32  # images per forward pass
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
@@ -49,21 +51,24 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(None, f"--topk must be at least 1, got {args.topk}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError(None, "--device cuda: no CUDA device is available; use --device cpu")
-    images = [read_image(path, max_pixels=args.max_pixels) for path in args.images]  # fail fast
     model, class_names, preprocessing = load_classifier(args.weights, variant=args.variant)
     model.to(args.device)
+    # Every image is read and preprocessed (3 x 224 x 224 floats each) before anything is printed, so a
+    # bad file fails with one line and no partial table.
+    inputs = [preprocessing(read_image(path, max_pixels=args.max_pixels)) for path in args.images]
     k = min(args.topk, len(class_names))
     results = []
     with torch.inference_mode():
-        for path, image in zip(args.images, images):
-            x = preprocessing(image).unsqueeze(0).to(args.device)
-            # 1 x 3 x crop x crop
-            probs = torch.softmax(model(x).float(), dim=1)[0].cpu()
-            # num_classes
-            top = torch.topk(probs, k)
-            results.append({"image": str(path), "top": [
-                {"rank": r + 1, "index": int(i), "class": class_names[int(i)], "probability": float(p)}
-                for r, (p, i) in enumerate(zip(top.values, top.indices))]})
+        for start in range(0, len(inputs), BATCH):
+            x = torch.stack(inputs[start:start + BATCH]).to(args.device)
+            # B x 3 x crop x crop
+            probs = torch.softmax(model(x).float(), dim=1).cpu()
+            # B x num_classes
+            top = torch.topk(probs, k, dim=1)
+            for path, values, indices in zip(args.images[start:start + BATCH], top.values, top.indices):
+                results.append({"image": str(path), "top": [
+                    {"rank": r + 1, "index": int(i), "class": class_names[int(i)], "probability": float(p)}
+                    for r, (p, i) in enumerate(zip(values, indices))]})
     if args.json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
     else:
