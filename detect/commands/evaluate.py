@@ -75,7 +75,12 @@ def _detect(args: argparse.Namespace, dataset: DetectionDataset) -> list[dict]:
     kwargs = {"multibox_weights": args.multibox_weights} if args.multibox_weights else {}
     dets = detect_dataset(dataset, list(args.weights), device=args.device, proposals=args.proposals,
                           fast=args.fast, progress=wants_progress(), **kwargs)
-    return to_coco_results(dets, dataset)
+    try:
+        return to_coco_results(dets, dataset)
+    except ValueError as err:  # labels beyond the ground truth's K classes: a model for other classes
+        raise InputError(args.weights[0] if args.weights else None,
+                         f"the model's classes do not fit the ground truth's {dataset.num_classes} classes ({err})"
+                         ) from None
 
 
 def main(args: argparse.Namespace) -> int:

@@ -114,3 +114,16 @@ def test_weights_branch_runs_the_pipeline(tmp_path: Path, capsys: pytest.Capture
     assert calls == {"weights": ["a.pt", "b.pt"], "device": "cpu", "proposals": "paper", "fast": True}
     written = json.loads((tmp_path / "ev" / "detections.json").read_text())
     assert written == [{"image_id": 1, "category_id": 5, "bbox": [4.0, 4.0, 20.0, 20.0], "score": 1.0}]
+
+
+def test_weights_for_other_classes_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def detect_dataset(dataset, weights, **kwargs):  # a 200-class model on a 1-class ground truth
+        return {r.image_id: Detections(torch.tensor([[0.0, 0, 9, 9]]), torch.ones(1), torch.tensor([150]))
+                for r in dataset.records}
+
+    monkeypatch.setitem(sys.modules, "detect.pipeline", types.SimpleNamespace(detect_dataset=detect_dataset))
+    rc = main(["eval", "--annotations", str(write_tiny_coco(tmp_path)), "--weights", "m.pt"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "m.pt: the model's classes do not fit the ground truth's 1 classes" in err
+    assert err.count("\n") == 1
