@@ -28,8 +28,8 @@ from backbone.errors import InputError
 from backbone.files import write_json
 from detect.datasets import DetectionDataset, read_dataset
 from detect.evaluation import (evaluate_coco, evaluate_ilsvrc, format_metrics, format_per_class_table,
-                               load_coco_results, plot_pr_curves, results_to_detections, to_coco_results,
-                               write_summary)
+                               load_coco_results, plot_pr_curves, read_blacklist, results_to_detections,
+                               to_coco_results, write_summary)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--weights", nargs="*", metavar="CKPT",
                         help="region-classifier checkpoints: run the detector on the images, then evaluate "
                              "(no file named: the zero-shot ImageNet GoogLeNet, as in 'detect run')")
+    parser.add_argument("--blacklist", type=Path, default=None, metavar="FILE",
+                        help="ILSVRC metric: devkit blacklist ('<image index> <wnid>' lines) of (image, class) "
+                             "pairs to skip, e.g. data/ILSVRC2014_det_validation_blacklist.txt")
     parser.add_argument("--metric", choices=["auto", "coco", "ilsvrc"], default="auto",
                         help="auto (default): coco for COCO JSON, ilsvrc for XML ground truth")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -86,7 +89,9 @@ def _detect(args: argparse.Namespace, dataset: DetectionDataset) -> list[dict]:
 def main(args: argparse.Namespace) -> int:
     if args.plots and args.out is None:
         raise InputError(None, "--plots needs --out DIR")
-    inputs = [p for p in (args.annotations, args.results, args.image_set) if p is not None]
+    if args.blacklist is not None and args.metric == "coco":
+        raise InputError(args.blacklist, "--blacklist applies only to the ILSVRC metric")
+    inputs = [p for p in (args.annotations, args.results, args.image_set, args.blacklist) if p is not None]
     start = time.perf_counter()
     dataset = _read_ground_truth(args)
     if args.results is not None:
@@ -99,7 +104,8 @@ def main(args: argparse.Namespace) -> int:
     if metric == "coco":
         metrics = evaluate_coco(dataset, results)
     else:
-        metrics = evaluate_ilsvrc(dataset, results_to_detections(results, dataset))
+        blacklist = read_blacklist(args.blacklist, dataset) if args.blacklist is not None else set()
+        metrics = evaluate_ilsvrc(dataset, results_to_detections(results, dataset), blacklist=blacklist)
     seconds = time.perf_counter() - start
     print(f"{metric} evaluation of {len(results)} detections on {len(dataset)} images "
           f"({dataset.num_classes} classes, {seconds:.1f} s)")

@@ -17,19 +17,29 @@ the devkit's measure:
   A class without ground truth has AP -1 and is left out of the mean.
 
 Deviations: ground truth marked ``ignore`` (VOC ``difficult``; ILSVRC has none) is handled as VOC does:
-it counts in neither recall nor false positives. The devkit's per-class image blacklist of ILSVRC 2014
-val (``ILSVRC2014_det_validation_blacklist.txt``) is not applied; filter those images beforehand.
+it counts in neither recall nor false positives.
+
+Blacklist: the devkit skips, per class, a few validation images whose labels are ambiguous
+(``data/ILSVRC2014_det_validation_blacklist.txt``, lines ``<image_index> <wnid>``, read by
+:func:`read_blacklist`): for a listed (image, class) pair, that class's ground truth and detections in that
+image are left out. This follows the devkit readme ("blacklisted (for this category only) and
+automatically skipped by the evaluation script"); the file's format is from our reading of
+``eval_detection.m`` (``textread(blacklist_file, '%d %s')``), not checked against the original file.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Collection, Mapping
 
 import numpy as np
+import torch
 
-from detect.datasets import DetectionDataset
+from backbone.errors import InputError
+from detect.datasets import DetectionDataset, ImageRecord
 from detect.structures import Detections
 
 log = logging.getLogger(__name__)
@@ -145,13 +155,56 @@ def match_image(dets: Detections, gt_boxes: np.ndarray, gt_labels: np.ndarray,
     return tp, fp
 
 
-def evaluate_ilsvrc(dataset: DetectionDataset, dets_by_image: Mapping[Any, Detections]) -> IlsvrcMetrics:
+def read_blacklist(path: str | os.PathLike, dataset: DetectionDataset) -> set[tuple[Any, int]]:
+    """Read the devkit's blacklist (``<image_index> <wnid>`` per line) as ``{(image_id, label)}``.
+
+    Image indices are the data set's devkit indices (:attr:`DetectionDataset.image_index`, else position
+    + 1); pairs naming an image the data set does not have are skipped (a subset was evaluated).
+
+    Raises:
+        InputError: unreadable file, a malformed line, or a wnid that is not one of the data set's classes.
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise InputError(p, f"cannot read blacklist ({err.strerror or err})") from None
+    by_index = {dataset.image_index.get(r.image_id, pos + 1): r.image_id for pos, r in enumerate(dataset.records)}
+    label_of = {c: k + 1 for k, c in enumerate(dataset.category_ids)}
+    pairs = set()
+    for lineno, line in enumerate(lines, start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise InputError(p, f"line {lineno}: expected '<image index> <wnid>', got {line.strip()!r}")
+        if parts[1] not in label_of:
+            raise InputError(p, f"line {lineno}: '{parts[1]}' is not one of the {len(label_of)} classes")
+        if int(parts[0]) in by_index:
+            pairs.add((by_index[int(parts[0])], label_of[parts[1]]))
+    return pairs
+
+
+def _drop_blacklisted(rec: ImageRecord, dets: Detections | None,
+                      labels: set[int]) -> tuple[ImageRecord, Detections | None]:
+    """``rec`` and ``dets`` without the boxes of ``labels``."""
+    keep_gt = torch.tensor([int(x) not in labels for x in rec.labels.tolist()], dtype=torch.bool)
+    rec = replace(rec, boxes=rec.boxes[keep_gt], labels=rec.labels[keep_gt], ignore=rec.ignore[keep_gt])
+    if dets is not None and len(dets):
+        keep = torch.tensor([int(x) not in labels for x in dets.labels.tolist()], dtype=torch.bool)
+        dets = Detections(dets.boxes[keep], dets.scores[keep], dets.labels[keep])
+    return rec, dets
+
+
+def evaluate_ilsvrc(dataset: DetectionDataset, dets_by_image: Mapping[Any, Detections], *,
+                    blacklist: Collection[tuple[Any, int]] = ()) -> IlsvrcMetrics:
     """ILSVRC DET AP per class and mAP (the devkit's rule; see the module docstring).
 
     Args:
         dataset: ground truth (any kind; the rule is ILSVRC's).
         dets_by_image: ``{image_id: Detections}`` with the data set's ids and labels ``1..K``; images
             missing from it have no detections. Ids the data set does not have are an error.
+        blacklist: ``(image_id, label)`` pairs to leave out (:func:`read_blacklist`).
 
     Returns:
         :class:`IlsvrcMetrics`.
@@ -162,12 +215,17 @@ def evaluate_ilsvrc(dataset: DetectionDataset, dets_by_image: Mapping[Any, Detec
         raise ValueError(f"detections for {len(unknown)} images not in {dataset.source} (first: {unknown[0]!r})")
     k_classes = dataset.num_classes
     npos = np.zeros(k_classes + 1, dtype=np.int64)
+    skipped: dict[Any, set[int]] = {}
+    for image_id, label in blacklist:
+        skipped.setdefault(image_id, set()).add(int(label))
     all_scores, all_labels, all_tp, all_fp = [], [], [], []
     for rec in dataset.records:
+        dets = dets_by_image.get(rec.image_id)
+        if rec.image_id in skipped:
+            rec, dets = _drop_blacklisted(rec, dets, skipped[rec.image_id])
         gt_labels = rec.labels.numpy()
         gt_ignore = rec.ignore.numpy()
         np.add.at(npos, gt_labels[~gt_ignore], 1)
-        dets = dets_by_image.get(rec.image_id)
         if dets is None or len(dets) == 0:
             continue
         if int(dets.labels.min()) < 1 or int(dets.labels.max()) > k_classes:

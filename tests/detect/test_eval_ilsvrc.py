@@ -9,8 +9,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from backbone.errors import InputError
 from detect.datasets import DetectionDataset, ImageRecord
-from detect.evaluation import DetectionEvaluator, evaluate_ilsvrc, to_ilsvrc_submission
+from detect.evaluation import DetectionEvaluator, evaluate_ilsvrc, read_blacklist, to_ilsvrc_submission
 from detect.evaluation.ilsvrc import devkit_iou, devkit_threshold, voc_ap
 from detect.structures import Detections
 
@@ -206,3 +207,22 @@ def test_evaluator_collects_image_by_image() -> None:
     coco = DetectionEvaluator(dataset(a, b), metric="coco")
     coco.process("a", dets([[0, 0, 50, 50]], [0.9], [1]))
     assert coco.evaluate().per_class_AP["cat"] == pytest.approx(1.0)
+
+
+def test_blacklist_skips_a_class_in_an_image(tmp_path: Path) -> None:
+    a = record("a", [[0, 0, 50, 50], [60, 60, 90, 90]], [1, 2])
+    b = record("b", [[0, 0, 50, 50]], [1])
+    ds = dataset(a, b, index={"a": 1, "b": 2})
+    # cat in b is missed and a dog is hallucinated there; blacklisting (b, cat) forgives the miss only
+    d = {"a": dets([[0, 0, 50, 50], [60, 60, 90, 90]], [0.9, 0.8], [1, 2]),
+         "b": dets([[100, 100, 150, 150]], [0.95], [2])}
+    assert evaluate_ilsvrc(ds, d).per_class_AP["cat"] == 0.5
+    path = tmp_path / "blacklist.txt"
+    path.write_text("2 n00000001\n7 n00000002\n")  # index 7: not in this subset, skipped
+    pairs = read_blacklist(path, ds)
+    assert pairs == {("b", 1)}
+    m = evaluate_ilsvrc(ds, d, blacklist=pairs)
+    assert m.per_class_AP["cat"] == 1.0 and m.num_ground_truth["cat"] == 1 and m.per_class_AP["dog"] == 0.5
+    path.write_text("2 n09999999\n")
+    with pytest.raises(InputError, match="line 1: 'n09999999' is not one of the 3 classes"):
+        read_blacklist(path, ds)
