@@ -83,6 +83,8 @@ def build_method(args: argparse.Namespace) -> ProposalMethod:
             raise InputError(None, f"--superpixel-scale must be > 0, got {scale}")
         ss_config = SelectiveSearchConfig(strategy=args.strategy, superpixel_scale=scale)
     weights = None
+    if args.weights is not None and args.method == "ss":
+        log.warning("--weights is ignored by --method ss")
     if args.weights is not None and args.method != "ss":
         weights = os.fspath(args.weights)
         load_multibox_cached(weights, args.device)  # fail early with a clear message; workers inherit it
@@ -96,6 +98,8 @@ def gather_inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
         raise InputError(None, "give images or --annotations, not both")
     if args.gt and args.annotations is None:
         raise InputError(None, "--gt needs --annotations")
+    if args.images is not None and args.annotations is None:
+        raise InputError(args.images, "--images goes with --annotations; give plain images as arguments")
     if args.annotations is not None:
         from detect.datasets import read_dataset
 

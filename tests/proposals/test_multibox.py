@@ -81,10 +81,10 @@ def test_loss_near_zero_when_predictions_equal_targets_and_positive_otherwise() 
     assert loss.item() < 1e-6 and metrics["matched"] == 2
     off = _output(PRIORS + 0.1, torch.tensor([20.0, -20.0, -20.0, 20.0]))
     loss_off, m_off = multibox_loss(off, [gt], PRIORS)
-    assert m_off["loc"] == pytest.approx(0.5 * 2 * 4 * 0.01, rel=1e-4)
+    assert m_off["loc"] == pytest.approx(0.5 * 4 * 0.01, rel=1e-4)  # per matched box: 1/2 * 4 coords * 0.1^2
     assert loss_off.item() == pytest.approx(0.3 * m_off["loc"] + m_off["conf"], rel=1e-5)
     wrong_conf = _output(PRIORS.clone(), torch.tensor([-20.0, 20.0, 20.0, -20.0]))
-    assert multibox_loss(wrong_conf, [gt], PRIORS)[0].item() > 50
+    assert multibox_loss(wrong_conf, [gt], PRIORS)[0].item() == pytest.approx(4 * 20 / 2, rel=1e-3)
 
 
 def test_loss_with_no_ground_truth_pushes_all_confidences_down() -> None:
