@@ -53,7 +53,7 @@ from backbone.files import atomic_path
 log = logging.getLogger(__name__)
 
 #: ``loss_fn(model, batch, device) -> (scalar loss, {"acc": ..., ...})``; metric values are floats or
-#: 0-dim tensors and are averaged over the steps of an epoch. ``model`` is the module to call (wrapped in
+#: 0-dim tensors and are averaged over the steps of an epoch (return the same keys at every step). ``model`` is the module to call (wrapped in
 #: DistributedDataParallel under torchrun); the loss_fn moves the batch to ``device`` itself.
 LossFn = Callable[[nn.Module, Any, torch.device], "tuple[Tensor, dict[str, float | Tensor]]"]
 

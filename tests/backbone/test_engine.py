@@ -143,3 +143,25 @@ def test_divergence_is_reported(tmp_path):
 def test_config_round_trips():
     cfg = TrainConfig(epochs=3, lr=0.5)
     assert TrainConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_autocast_and_channels_last(tmp_path):
+    seen = {}
+
+    def loss_fn(model, batch, device):
+        images, labels = (t.to(device) for t in batch)
+        images = images.contiguous(memory_format=torch.channels_last)
+        logits = model(images)
+        seen["dtype"], seen["channels_last"] = logits.dtype, model_param_is_channels_last(model)
+        return torch.nn.functional.cross_entropy(logits, labels), {}
+
+    def model_param_is_channels_last(model):
+        return model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+    cfg = tasks.tiny_config(device="cuda", amp=True, channels_last=True, epochs=2)
+    result = train(tasks.TinyNet(), tasks.NoisyDigits(), loss_fn, cfg, tmp_path)
+    assert seen == {"dtype": torch.bfloat16, "channels_last": True}
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert next(result.model.parameters()).device.type == "cuda"
+    assert torch.load(result.model_path, weights_only=True)["model"]["conv.weight"].dtype == torch.float32

@@ -110,16 +110,16 @@ def test_train_on_coco_crops_then_eval_and_classify(coco_crops, tmp_path, capsys
     """Real data: the paper variant learns coco128 object crops (5 classes, 125 images) at 32 x 32 on CPU."""
     out = tmp_path / "run"
     code, stdout, err = _run(["train", "--data", str(coco_crops), "--out", str(out), "--image-size", "32",
-                              "--epochs", "4", "--batch-size", "25", "--lr", "0.01", "--polyak", "0.5",
+                              "--epochs", "3", "--batch-size", "25", "--lr", "0.01", "--polyak", "0.5",
                               "--workers", "0", "--checkpoint-every", "1000"], capsys)
     assert code == 0, err
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert len(records) == 4
+    assert len(records) == 3
     assert records[-1]["loss"] < records[0]["loss"]
-    assert max(r["acc"] for r in records[1:]) > 0.2  # chance is 1/5
+    assert max(r["acc"] for r in records[1:]) > 0.2  # chance is 1/5 (augmented training crops)
 
     code, stdout, err = _run(["eval", "--data", str(coco_crops), "--weights", str(out / "model.pt"),
-                              "--crops", "10", "--workers", "0", "--out", str(tmp_path / "eval.json")], capsys)
+                              "--crops", "1", "--workers", "0", "--out", str(tmp_path / "eval.json")], capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["images"] == 125 and result["top5"] == 1.0  # 5 classes
@@ -131,3 +131,20 @@ def test_train_on_coco_crops_then_eval_and_classify(coco_crops, tmp_path, capsys
     assert code == 0, err
     top = json.loads(stdout)[0]["top"][0]  # class names come from the checkpoint
     assert top["class"] in {d.name for d in coco_crops.iterdir()} and 0 < top["probability"] <= 1
+
+
+def test_init_weights_from_a_checkpoint_with_other_classes_keep_the_trunk(tmp_path):
+    import argparse
+
+    from backbone.commands.train import _initial_model
+
+    ckpt = _checkpoint(tmp_path / "three.pt", ["ant", "bee", "cat"])
+    saved = torch.load(ckpt, weights_only=True)["model"]
+    args = argparse.Namespace(weights=str(ckpt), variant=None)
+    model = _initial_model(args, 5)
+    assert model.num_classes == 5 and model.variant == "paper" and model.aux1 is not None
+    state = model.state_dict()
+    assert torch.equal(state["conv1.conv.weight"], saved["conv1.conv.weight"])
+    assert state["fc.weight"].shape == (5, 1024)
+    same = _initial_model(argparse.Namespace(weights=str(ckpt), variant=None), 3)
+    assert torch.equal(same.state_dict()["fc.weight"], saved["fc.weight"])
