@@ -10,7 +10,7 @@ Examples:
 Ground truth is a COCO instances JSON file or a folder of VOC/ILSVRC-style XML files. Results are a COCO
 results JSON list ({"image_id", "category_id", "bbox": [x, y, w, h], "score"}) with the ground truth's own
 image and category ids (ILSVRC: image name and wnid; entries whose image_id is unknown are matched by their
-"file_name", as `detect run` writes it). The metric is COCO's (pycocotools) for COCO ground
+"file_name", as `detect run` writes it); for ILSVRC also the devkit's submission text (.txt). The metric is COCO's (pycocotools) for COCO ground
 truth and the ILSVRC DET devkit's for XML ground truth, unless --metric says otherwise. Prints the named
 metrics and a per-class AP table; --out DIR writes summary.json (with --weights also detections.json),
 --plots adds precision-recall curves (PNG) there.
@@ -28,8 +28,8 @@ from backbone.errors import InputError
 from backbone.files import write_json
 from detect.datasets import DetectionDataset, read_dataset
 from detect.evaluation import (evaluate_coco, evaluate_ilsvrc, format_metrics, format_per_class_table,
-                               load_coco_results, plot_pr_curves, read_blacklist, results_to_detections,
-                               to_coco_results, write_summary)
+                               load_coco_results, load_ilsvrc_submission, plot_pr_curves, read_blacklist,
+                               results_to_detections, to_coco_results, write_summary)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-set", type=Path, default=None, metavar="FILE",
                         help="XML ground truth: devkit image-set file (lines 'name [index]'); default: all XML")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--results", type=Path, metavar="DETS.json", help="COCO results JSON to evaluate")
+    source.add_argument("--results", type=Path, metavar="DETS",
+                        help="COCO results JSON to evaluate, or (ILSVRC) a devkit submission .txt file")
     source.add_argument("--weights", nargs="*", metavar="CKPT",
                         help="region-classifier checkpoints: run the detector on the images, then evaluate "
                              "(no file named: the zero-shot ImageNet GoogLeNet, as in 'detect run')")
@@ -94,7 +95,11 @@ def main(args: argparse.Namespace) -> int:
     inputs = [p for p in (args.annotations, args.results, args.image_set, args.blacklist) if p is not None]
     start = time.perf_counter()
     dataset = _read_ground_truth(args)
-    if args.results is not None:
+    if args.results is not None and args.results.suffix.lower() == ".txt":
+        if dataset.kind != "ilsvrc":
+            raise InputError(args.results, "an ILSVRC submission (.txt) needs ILSVRC XML ground truth")
+        results = to_coco_results(load_ilsvrc_submission(args.results, dataset), dataset)
+    elif args.results is not None:
         results = load_coco_results(args.results, dataset)
     else:
         results = _detect(args, dataset)

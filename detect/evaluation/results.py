@@ -186,3 +186,47 @@ def to_ilsvrc_submission(dets_by_image: DetectionsByImage, dataset: DetectionDat
                                                   dets.labels[order].tolist()):
             lines.append(f"{index[image_id]} {label} {score:.6g} {x1} {y1} {x2} {y2}")
     return "".join(line + "\n" for line in lines)
+
+
+def load_ilsvrc_submission(path: str | os.PathLike, dataset: DetectionDataset) -> dict[Any, Detections]:
+    """Read a devkit submission file (see the module docstring) as ``{image_id: Detections}``.
+
+    Boxes go from 1-based inclusive ``(xmin, ymin, xmax, ymax)`` to ``(xmin - 1, ymin - 1, xmax, ymax)``, the
+    inverse of :func:`to_ilsvrc_submission`. Every image of ``dataset`` gets an entry.
+
+    Raises:
+        InputError: (naming ``path``) unreadable, a line without 7 numbers, a NaN/infinite value, an image
+            index or class index the data set does not have.
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(p, f"cannot read ILSVRC submission ({getattr(err, 'strerror', None) or err})") from None
+    by_index = {dataset.image_index.get(r.image_id, pos + 1): r.image_id for pos, r in enumerate(dataset.records)}
+    grouped: dict[Any, list[list[float]]] = {r.image_id: [] for r in dataset.records}
+    for lineno, line in enumerate(lines, start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            values = [float(v) for v in parts]
+        except ValueError:
+            values = []
+        if len(values) != 7 or not all(math.isfinite(v) for v in values):
+            raise InputError(p, f"line {lineno}: expected '<image_index> <class 1..{dataset.num_classes}> "
+                                f"<confidence> <xmin> <ymin> <xmax> <ymax>' numbers, got {line.strip()!r}")
+        index, label = int(values[0]), int(values[1])
+        if index not in by_index:
+            raise InputError(p, f"line {lineno}: image index {index} is not in the ground truth")
+        if not 1 <= label <= dataset.num_classes or label != values[1]:
+            raise InputError(p, f"line {lineno}: class {parts[1]} is not in 1..{dataset.num_classes}")
+        grouped[by_index[index]].append(values[1:])
+    out = {}
+    for image_id, rows in grouped.items():
+        t = torch.tensor(rows, dtype=torch.float64).reshape(-1, 6)
+        order = torch.argsort(t[:, 1], descending=True, stable=True)
+        t = t[order]
+        boxes = (t[:, 2:] - torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)).float()
+        out[image_id] = Detections(boxes, t[:, 1].float(), t[:, 0].long())
+    return out

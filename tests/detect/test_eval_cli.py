@@ -95,6 +95,13 @@ def test_ilsvrc_xml_with_plots(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert summary["metric"] == "ilsvrc" and summary["per_class_AP"]["airplane"] == 1.0
     assert summary["per_class_AP"]["accordion"] == -1.0
     assert sorted(p.name for p in (tmp_path / "ev" / "plots").iterdir()) == ["pr_002_airplane.png"]  # label 2 of 200
+    # the same two detections as a devkit submission file (1-based inclusive boxes), with a blacklist
+    sub = tmp_path / "dets.txt"
+    sub.write_text("1 2 0.9 11 11 50 40\n1 2 0.8 12 11 51 40\n")
+    (tmp_path / "blacklist.txt").write_text("1 n02672831\n")
+    rc = main(["eval", "--annotations", str(ann), "--image-set", str(tmp_path / "val.txt"), "--results", str(sub),
+               "--blacklist", str(tmp_path / "blacklist.txt")])
+    assert rc == 0 and "mAP 100.0" in capsys.readouterr().out
 
 
 def test_weights_branch_runs_the_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture,

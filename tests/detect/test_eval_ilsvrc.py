@@ -11,7 +11,8 @@ from torchvision.ops import box_iou
 
 from backbone.errors import InputError
 from detect.datasets import DetectionDataset, ImageRecord
-from detect.evaluation import DetectionEvaluator, evaluate_ilsvrc, read_blacklist, to_ilsvrc_submission
+from detect.evaluation import (DetectionEvaluator, evaluate_ilsvrc, load_ilsvrc_submission, read_blacklist,
+                               to_ilsvrc_submission)
 from detect.evaluation.ilsvrc import devkit_iou, devkit_threshold, voc_ap
 from detect.structures import Detections
 
@@ -226,3 +227,19 @@ def test_blacklist_skips_a_class_in_an_image(tmp_path: Path) -> None:
     path.write_text("2 n09999999\n")
     with pytest.raises(InputError, match="line 1: 'n09999999' is not one of the 3 classes"):
         read_blacklist(path, ds)
+
+
+def test_submission_round_trip_and_errors(tmp_path: Path) -> None:
+    ds = dataset(record("a", [[0, 0, 50, 50]], [1]), record("b", [], []), index={"a": 7, "b": 3})
+    original = {"a": dets([[0, 0, 50, 50], [9, 10, 12, 13]], [0.75, 0.5], [1, 2]), "b": dets([], [], [])}
+    path = tmp_path / "sub.txt"
+    path.write_text(to_ilsvrc_submission(original, ds))
+    back = load_ilsvrc_submission(path, ds)
+    assert torch.equal(back["a"].boxes, original["a"].boxes) and back["a"].labels.tolist() == [1, 2]
+    assert back["a"].scores.tolist() == pytest.approx([0.75, 0.5]) and len(back["b"]) == 0
+    assert evaluate_ilsvrc(ds, back).per_class_AP == evaluate_ilsvrc(ds, original).per_class_AP
+    for line, problem in [("5 1 0.5 1 1 5 5", "image index 5 is not in"), ("7 4 0.5 1 1 5 5", "class 4 is not in"),
+                          ("7 1 nan 1 1 5 5", "line 1: expected"), ("7 1 0.5 1 1 5", "line 1: expected")]:
+        path.write_text(line + "\n")
+        with pytest.raises(InputError, match=problem):
+            load_ilsvrc_submission(path, ds)
