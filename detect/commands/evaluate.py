@@ -9,11 +9,12 @@ Examples:
 
 Ground truth is a COCO instances JSON file or a folder of VOC/ILSVRC-style XML files. Results are a COCO
 results JSON list ({"image_id", "category_id", "bbox": [x, y, w, h], "score"}) with the ground truth's own
-image and category ids (ILSVRC: image name and wnid; entries whose image_id is unknown are matched by their
-"file_name", as `detect run` writes it); for ILSVRC also the devkit's submission text (.txt). The metric is COCO's (pycocotools) for COCO ground
-truth and the ILSVRC DET devkit's for XML ground truth, unless --metric says otherwise. Prints the named
-metrics and a per-class AP table; --out DIR writes summary.json (with --weights also detections.json),
---plots adds precision-recall curves (PNG) there.
+image and category ids (ILSVRC: image name and wnid; an entry whose image_id is unknown is matched by its
+"file_name", as `detect run` writes it), or for ILSVRC the devkit's submission text (.txt). The metric is
+COCO's (pycocotools) for COCO ground truth and the ILSVRC DET devkit's for XML ground truth, unless --metric
+says otherwise. Prints the named metrics and a per-class AP table. --out DIR writes summary.json there (with
+--weights also detections.json and, for ILSVRC, detections.ilsvrc.txt in the devkit's submission format);
+--plots adds precision-recall curves (PNG) under DIR/plots.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from pathlib import Path
 
 from backbone.console import wants_progress
 from backbone.errors import InputError
-from backbone.files import write_json
+from backbone.files import write_bytes, write_json
 from detect.datasets import DetectionDataset, read_dataset
 from detect.evaluation import (evaluate_coco, evaluate_ilsvrc, format_metrics, format_per_class_table,
                                load_coco_results, load_ilsvrc_submission, plot_pr_curves, read_blacklist,
-                               results_to_detections, to_coco_results, write_summary)
+                               results_to_detections, to_coco_results, to_ilsvrc_submission,
+                               write_summary)
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,9 @@ def main(args: argparse.Namespace) -> int:
         results = _detect(args, dataset)
         if args.out is not None:
             write_json(args.out / "detections.json", results, inputs=inputs)
+            if dataset.kind == "ilsvrc":
+                text = to_ilsvrc_submission(results_to_detections(results, dataset), dataset)
+                write_bytes(args.out / "detections.ilsvrc.txt", text.encode(), inputs=inputs)
     metric = args.metric if args.metric != "auto" else ("coco" if dataset.kind == "coco" else "ilsvrc")
     if metric == "coco":
         metrics = evaluate_coco(dataset, results)
