@@ -17,10 +17,25 @@ from backbone.errors import InputError
 log = logging.getLogger(__name__)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is at emit time (not the one at set-up time), so a
+    replaced stderr (pytest's capture, a redirect) never receives records for a closed stream."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(verbose: int = 0) -> None:
     """INFO to stderr by default, DEBUG with -v; one line per record."""
     level = logging.DEBUG if verbose > 0 else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:

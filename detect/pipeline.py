@@ -48,6 +48,7 @@ class DetectorConfig:
     max_detections: int = 100         # per image, after NMS (COCO's evaluation uses 100)
     batch_size: int = 256             # crops per forward pass
     amp: bool = True                  # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False             # torch.compile the classifiers (CUDA: ~2x crops/s, ~30 s start-up)
     max_pixels: int = MAX_PIXELS      # refuse larger images (see backbone.images)
     seed: int = 0                     # selective search's ranking randomness
 
@@ -115,7 +116,7 @@ def _proposal_job(path: str, config: DetectorConfig) -> tuple[str, Proposals | N
         image = read_image(path, max_pixels=config.max_pixels)
     except Exception as err:  # reported by the parent with the file name
         return path, None, str(err), 0.0, (0, 0)
-    props = compute_proposals(image, replace(config, proposals="ss", fast=False))
+    props = compute_proposals(image, replace(config, proposals="ss"))
     return path, props, None, time.perf_counter() - t0, image.shape[:2]
 
 
@@ -135,6 +136,9 @@ class Detector:
         self.config = config
         self.device = resolve_device(device)
         self.classifier = classifier.to(self.device)
+        if config.compile:  # bench/classify.py: 17k -> 35k crops/s per model on an H100 (bf16, batch 1024)
+            for member in self.classifier.members:
+                member.model = torch.compile(member.model)
         self.multibox = multibox.to(self.device) if multibox is not None else None
         self.class_names: list[str] = list(classifier.class_names)
         from detect.postprocess import PostprocessConfig
@@ -247,6 +251,10 @@ def load_detector(weights: Sequence[str] | None, config: DetectorConfig = Detect
         classifier = Ensemble.from_checkpoints(chosen)
     else:
         classifier = Ensemble([ZeroShotClassifier.from_imagenet()])
+    from backbone.fuse import fold_batchnorm_
+
+    for member in classifier.members:  # inference only: BatchNorm folded into the convs
+        fold_batchnorm_(member.model)
     multibox = None
     if multibox_weights:
         from proposals.multibox import load_multibox

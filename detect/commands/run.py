@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true",
                         help=f"CPU mode: first model only, single-strategy selective search, "
                              f"at most {d.fast_max_proposals} proposals")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the classifiers: about 2x faster on GPU after ~30 s of compiling "
+                             "(worth it for folders, not for one image)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--out", type=Path, default=None, help="COCO-results JSON to write")
     parser.add_argument("--save-vis", type=Path, default=None, metavar="DIR", help="write annotated copies here")
@@ -115,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
     config = DetectorConfig(
         proposals=args.proposals, fast=args.fast, nms_iou=args.nms_iou, score_threshold=args.score_threshold,
         max_detections=args.max_detections, superpixel_scale=args.superpixel_scale,
-        batch_size=args.batch_size, max_pixels=args.max_pixels)
+        batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile)
     device = resolve_device(args.device)
     shard = init_shard(device)
     device = local_device(device)
