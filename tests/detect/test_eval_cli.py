@@ -134,3 +134,27 @@ def test_weights_for_other_classes_is_one_line(tmp_path: Path, capsys: pytest.Ca
     err = capsys.readouterr().err
     assert rc == 2 and "m.pt: the model's classes do not fit the ground truth's 1 classes" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_weights_branch_with_the_real_pipeline(coco128: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """One coco128 image through the real detector with an untrained region classifier: the plumbing, not AP."""
+    from detect.classifier import RegionClassifier
+
+    raw = json.loads(coco128["annotations"].read_text())
+    image = raw["images"][0]
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [image], "categories": raw["categories"],
+                              "annotations": [a for a in raw["annotations"] if a["image_id"] == image["id"]]}))
+    cats = sorted(raw["categories"], key=lambda c: c["id"])
+    RegionClassifier.from_backbone([c["name"] for c in cats], weights=None, category_ids=[c["id"] for c in cats],
+                                   aux_logits=False).save(tmp_path / "rc.pt")
+    rc = main(["eval", "--annotations", str(gt), "--images", str(coco128["images"]), "--weights",
+               str(tmp_path / "rc.pt"), "--fast", "--device", "cpu", "--proposals", "ss", "--out", str(tmp_path / "ev")])
+    assert rc == 0 and "coco evaluation of" in capsys.readouterr().out
+    dets = json.loads((tmp_path / "ev" / "detections.json").read_text())
+    assert dets and {d["image_id"] for d in dets} == {image["id"]}
+    assert {d["category_id"] for d in dets} <= {c["id"] for c in cats}
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["detections"] == len(dets) and 0.0 <= summary["metrics"]["AP"] <= 1.0
