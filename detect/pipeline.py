@@ -270,8 +270,16 @@ def detect_dataset(dataset, weights: Sequence[str] | None, *, device: str = "aut
 
     Returns ``{image_id: Detections}`` (the data set's own ids), ready for ``detect.evaluation``.
     """
+    from backbone.errors import InputError
+
     config = DetectorConfig(proposals=proposals, fast=fast)
     detector = load_detector(weights, config, multibox_weights=multibox_weights, device=device)
+    model_ids = [str(c) for c in detector.classifier.category_ids]
+    data_ids = [str(c) for c in dataset.category_ids]
+    if model_ids != data_ids:  # labels are positions in these lists: they must agree exactly
+        raise InputError(weights[0] if weights else "zero-shot ImageNet model",
+                         f"model classes ({len(model_ids)}: {', '.join(model_ids[:3])}, ...) differ from those "
+                         f"of {dataset.source} ({len(data_ids)}: {', '.join(data_ids[:3])}, ...) in number or order")
     paths = [r.file for r in dataset.records]
     out = {}
     for record, (result, _) in zip(dataset.records, detector.detect_paths(paths, workers=workers, progress=progress)):

@@ -21,6 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from torchvision.ops import box_convert
 
 from backbone.console import wants_progress
@@ -77,6 +78,14 @@ def _expand(inputs: list[str]) -> list[Path]:
     return paths
 
 
+def _is_ilsvrc_det(category_ids: list) -> bool:
+    """True for models of the 200 ILSVRC DET classes in the devkit's order (the zero-shot default, or a
+    region classifier trained on ILSVRC DET, whose category ids are the WordNet ids)."""
+    from detect.datasets import ILSVRC_DET200, read_synsets
+
+    return [str(c) for c in category_ids] == read_synsets(ILSVRC_DET200)[0]
+
+
 def _image_id(path: Path, index: int) -> int:
     """COCO-style numeric ids: the file stem when it is a number (COCO's own naming), else 1-based index."""
     return int(path.stem) if path.stem.isdigit() else index + 1
@@ -104,11 +113,17 @@ def coco_rows(image_id: int, result: ImageResult, category_ids: list) -> list[di
             for box, score, label in zip(xywh.tolist(), d.scores.tolist(), d.labels.tolist())]
 
 
-def ilsvrc_lines(image_index: int, result: ImageResult) -> list[str]:
-    """ILSVRC DET submission lines: ``<image index> <class 1..200> <score> <xmin> <ymin> <xmax> <ymax>``."""
-    d = result.detections
-    return [f"{image_index} {label} {score:.6f} {x1:.0f} {y1:.0f} {x2:.0f} {y2:.0f}"
-            for (x1, y1, x2, y2), score, label in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist())]
+def ilsvrc_submission(ordered: list[ImageResult], class_names: list[str], category_ids: list) -> str:
+    """The run's detections in the ILSVRC DET devkit's submission format (images numbered 1..N in run
+    order), through the evaluator's own writer so the +1 pixel convention lives in one place."""
+    from detect.datasets import DetectionDataset, ImageRecord
+    from detect.evaluation.results import to_ilsvrc_submission
+
+    empty = torch.zeros((0, 4))
+    records = [ImageRecord(i + 1, r.path, r.width, r.height, empty, torch.zeros(0, dtype=torch.int64),
+                           torch.zeros(0, dtype=torch.bool)) for i, r in enumerate(ordered)]
+    dataset = DetectionDataset(records, list(class_names), list(category_ids), "ilsvrc", Path("."))
+    return to_ilsvrc_submission({i + 1: r.detections for i, r in enumerate(ordered)}, dataset)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -149,9 +164,9 @@ def main(args: argparse.Namespace) -> int:
     if args.out is not None:
         rows = [row for i, r in enumerate(ordered) for row in coco_rows(_image_id(r.path, i), r, category_ids)]
         write_json(args.out, rows, inputs=paths)
-        if len(names) == 200 and getattr(detector.classifier, "is_ilsvrc_det", len(names) == 200):
-            lines = [line for i, r in enumerate(ordered) for line in ilsvrc_lines(i + 1, r)]
-            write_bytes(args.out.with_suffix(".ilsvrc.txt"), ("\n".join(lines) + "\n").encode(), inputs=paths)
+        if _is_ilsvrc_det(category_ids):
+            text = ilsvrc_submission(ordered, names, category_ids)
+            write_bytes(args.out.with_suffix(".ilsvrc.txt"), text.encode(), inputs=paths)
         run_info = {"config": replace(config).to_dict(), "weights": args.weights,
                     "multibox_weights": args.multibox_weights, "device": str(device), "world_size": shard.world,
                     "images": [str(r.path) for r in ordered], "seconds": elapsed}

@@ -150,3 +150,27 @@ def test_torchrun_two_processes_equal_one(checkpoint, photos, tmp_path):
                    check=True, env=env, timeout=300)
     assert json.loads(single.read_text()) == json.loads(sharded.read_text())
     assert json.loads(sharded.with_suffix(".run.json").read_text())["world_size"] == 2
+
+
+def test_zero_shot_default_with_placed_file_writes_ilsvrc_submission(tmp_path, photos, monkeypatch, capsys):
+    """The no-weights default loads torchvision's ImageNet GoogLeNet file from torch hub's cache (here a
+    random-init state dict placed by hand: offline, no download) and writes the ILSVRC DET format."""
+    import torchvision
+
+    hub = tmp_path / "hub"
+    (hub / "hub" / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(0)
+    state = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True).state_dict()
+    torch.save(state, hub / "hub" / "checkpoints" / "googlenet-1378be20.pth")
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+    monkeypatch.setenv("GOINGDEEPER_OFFLINE", "1")
+    out = tmp_path / "dets.json"
+    assert main(["run", str(photos / "astronaut.png"), "--fast", "--device", "cpu", "--score-threshold", "0",
+                 "--max-detections", "5", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert 0 < len(rows) <= 5 and all(str(r["category_id"]).startswith("n") for r in rows)  # DET wnids
+    lines = out.with_suffix(".ilsvrc.txt").read_text().splitlines()
+    assert len(lines) == len(rows)
+    for line in lines:
+        index, label, score, x1, y1, x2, y2 = line.split()
+        assert index == "1" and 1 <= int(label) <= 200 and 1 <= int(x1) <= int(x2) and 1 <= int(y1) <= int(y2)
