@@ -1,15 +1,14 @@
 """The ``backbone`` command: the GoogLeNet classifier on its own.
 
-Examples::
+Examples:
 
     backbone summary --variant paper                     # per-layer table beside the paper's Table 1
     backbone classify photo.jpg                           # top-5 with torchvision's ImageNet weights
     backbone train --data imagenet/train --out runs/g1    # the paper's recipe on an ImageFolder tree
     backbone eval --data imagenet/val --crops 144 --weights runs/g1/model.pt
-
-Each subcommand lives in ``backbone/commands/<name>.py`` with ``add_arguments(parser)`` and
-``main(args) -> int``; this file only wires them together.
 """
+# Each subcommand lives in ``backbone/commands/<name>.py`` with ``add_arguments(parser)`` and
+# ``main(args) -> int``; this file only wires them together.
 
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backbone", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():

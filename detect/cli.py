@@ -1,6 +1,6 @@
 """The ``detect`` command: detection, proposals, training, evaluation.
 
-Examples::
+Examples:
 
     detect run photo.jpg                          # zero-shot ILSVRC-200 detector (ImageNet GoogLeNet)
     detect run photos/ --weights a.pt b.pt --out dets.json --save-vis vis/
@@ -8,10 +8,9 @@ Examples::
     detect train --annotations ann.json --images imgs/ --out runs/rc1
     detect multibox train --annotations ann.json --images imgs/ --out runs/mb
     detect eval --annotations ann.json --results dets.json
-
-Each subcommand lives in ``detect/commands/<name>.py`` with ``add_arguments(parser)`` and
-``main(args) -> int``; this file only wires them together.
 """
+# Each subcommand lives in ``detect/commands/<name>.py`` with ``add_arguments(parser)`` and
+# ``main(args) -> int``; this file only wires them together.
 
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="detect", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
