@@ -406,8 +406,8 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
         if ctx.is_main:
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-        log.info("epoch %d/%d: %s", epoch + 1, config.epochs,
-                 " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)))
+        log.log(logging.INFO if ctx.is_main else logging.DEBUG, "epoch %d/%d: %s", epoch + 1, config.epochs,
+                " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)))
         start_step = 0
 
     final = averaged.module if averaged is not None else model
