@@ -245,7 +245,8 @@ def _check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path)
 def _default_save_final(config: TrainConfig, meta: dict[str, Any] | None) -> SaveFinal:
     def save(model: nn.Module, path: Path) -> None:
         with atomic_path(path) as tmp:
-            torch.save({"model": model.state_dict(), "config": config.to_dict(), "meta": meta or {}}, tmp)
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            torch.save({"model": state, "config": config.to_dict(), "meta": meta or {}}, tmp)
     return save
 
 
