@@ -104,8 +104,10 @@ def read_torch_file(path: str | os.PathLike) -> Any:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # weights_only names the callable or class it would not import ("Unsupported global: GLOBAL
-        # print ..."); any other unpickling failure (e.g. "Unsupported operand") is a damaged file.
-        if any(s in str(err) for s in ("Unsupported global", "allowed global", "Unsupported class")):
+        # print ...", or for a blocked module "unsupported GLOBAL posix.system whose module posix is
+        # blocked"); any other unpickling failure (e.g. "Unsupported operand") is a damaged file.
+        text = str(err).lower()
+        if any(s in text for s in ("unsupported global", "allowed global", "unsupported class")):
             raise InputError(p, "refused: not a plain-tensor checkpoint (it carries code or objects "
                                 "that torch.load(weights_only=True) will not run)") from None
         raise InputError(p, "not a readable checkpoint (truncated or corrupt, or not a PyTorch file)") from None
