@@ -1,0 +1,103 @@
+"""Broken, foreign and code-carrying checkpoints through every command that takes ``--weights``.
+
+Each must be refused with one line naming the file (exit code 2, no traceback, no output file); a pickle
+whose ``__reduce__`` would run ``os.system('touch marker')`` must be refused by ``weights_only`` before
+anything runs (the marker file must not appear).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from backbone.checkpoint import load_checkpoint
+from backbone.cli import main as backbone_main
+from backbone.errors import InputError
+from detect.cli import main as detect_main
+
+from .conftest import assert_refused, digest, run_cli
+
+CHECKPOINT_KINDS = ["ckpt_empty", "ckpt_text", "ckpt_pickle_code_legacy", "ckpt_pickle_code_zip",
+                    "ckpt_raw_state_dict_other_arch", "ckpt_other_arch_our_format", "ckpt_future_format",
+                    "ckpt_list", "ckpt_truncated", "ckpt_truncated_tail"]
+
+
+@pytest.mark.parametrize("name", CHECKPOINT_KINDS)
+def test_checkpoint_kinds_refused_by_every_command(corpus, tmp_path, name):
+    kind = corpus[name]
+    image = corpus["grayscale_png"].path
+    coco = corpus["coco_valid"].path
+    before = digest([kind.path, image, coco])
+    out_json = tmp_path / "dets.json"
+    runs = [
+        ("detect", detect_main, ["run", str(image), "--weights", str(kind.path), "--fast", "--device", "cpu",
+                                 "--out", str(out_json)], [out_json]),
+        ("detect", detect_main, ["eval", "--annotations", str(coco), "--weights", str(kind.path), "--fast",
+                                 "--device", "cpu", "--out", str(tmp_path / "ev")], [tmp_path / "ev" / "summary.json"]),
+        ("detect", detect_main, ["proposals", str(image), "--method", "multibox", "--weights", str(kind.path),
+                                 "--out", str(tmp_path / "p.json")], [tmp_path / "p.json"]),
+        ("backbone", backbone_main, ["classify", str(image), "--weights", str(kind.path)], []),
+    ]
+    for prog, main, argv, outputs in runs:
+        outcome = run_cli(main, argv)
+        line = assert_refused(outcome, prog, names=kind.path, outputs=outputs)
+        if "pickle_code" in name:
+            assert "refused" in line, line
+        elif name not in ("ckpt_raw_state_dict_other_arch", "ckpt_future_format", "ckpt_list") or prog == "detect":
+            # backbone classify also takes raw state dicts: it reports their mismatch instead
+            assert any(p.lower() in line.lower() for p in kind.problem.split("|")), (name, line)
+        if "marker" in kind.meta:
+            assert not kind.meta["marker"].exists(), "unpickling ran the payload"
+    assert digest([kind.path, image, coco]) == before
+
+
+@pytest.mark.parametrize("name", ["ckpt_pickle_code_legacy", "ckpt_pickle_code_zip"])
+def test_code_carrying_pickle_refused_as_such(corpus, name):
+    """Regression: torch's message for a blocked module ('unsupported GLOBAL posix.system whose module posix
+    is blocked') was read as a damaged file; it must say the file was refused for carrying code."""
+    kind = corpus[name]
+    with pytest.raises(InputError, match="refused: not a plain-tensor checkpoint"):
+        load_checkpoint(kind.path)
+    assert not kind.meta["marker"].exists()
+
+
+def test_backbone_checkpoint_is_not_a_region_classifier(tmp_path, corpus):
+    """A checkpoint of another task (a plain backbone) given to `detect run`: one line, not a crash."""
+    from backbone.checkpoint import save_checkpoint
+    from backbone.googlenet import googlenet
+    from backbone.preprocess import Preprocessing
+
+    path = tmp_path / "backbone.pt"
+    save_checkpoint(path, googlenet(variant="paper", num_classes=3, aux_logits=False),
+                    class_names=["a", "b", "c"], preprocessing=Preprocessing(), config={})
+    outcome = run_cli(detect_main, ["run", str(corpus["grayscale_png"].path), "--weights", str(path), "--fast",
+                                    "--device", "cpu", "--out", str(tmp_path / "d.json")])
+    line = assert_refused(outcome, "detect", names=path, outputs=[tmp_path / "d.json"])
+    assert "region-classifier" in line
+
+
+def test_ensemble_of_different_class_lists_refused(tmp_path, corpus, tiny_checkpoint):
+    """Two region classifiers with another class count cannot be averaged: one line naming a file."""
+    from detect.classifier import RegionClassifier
+    from detect.crops import CropConfig
+
+    other = tmp_path / "three_classes.pt"
+    RegionClassifier.from_backbone(["a", "b", "c"], variant="paper", weights=None, crop=CropConfig(size=64, padding=4),
+                                   aux_logits=False).save(other)
+    out = tmp_path / "d.json"
+    outcome = run_cli(detect_main, ["run", str(corpus["grayscale_png"].path), "--weights", str(tiny_checkpoint),
+                                    str(other), "--device", "cpu", "--out", str(out)])  # --fast keeps one model
+    line = assert_refused(outcome, "detect", names=other, outputs=[out])
+    assert "class list" in line
+
+
+def test_eval_with_model_of_other_classes_refused(tmp_path, corpus):
+    """`detect eval --weights` with a classifier whose labels the ground truth lacks (5 classes vs 2)."""
+    from detect.classifier import RegionClassifier
+    from detect.crops import CropConfig
+
+    other = tmp_path / "five.pt"
+    RegionClassifier.from_backbone(list("abcde"), variant="paper", weights=None, crop=CropConfig(size=64, padding=4),
+                                   aux_logits=False).save(other)
+    outcome = run_cli(detect_main, ["eval", "--annotations", str(corpus["coco_valid"].path), "--weights", str(other),
+                                    "--fast", "--device", "cpu", "--out", str(tmp_path / "ev")])
+    assert_refused(outcome, "detect", names=other, outputs=[tmp_path / "ev" / "summary.json"])
