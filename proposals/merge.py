@@ -7,10 +7,11 @@ region proposals coming from multi-box". The paper does not say how the two list
 * **Order**: MultiBox boxes (by confidence) first, then selective search boxes (by their own rank). The
   MultiBox boxes are the few high-confidence ones the paper adds on purpose, so they are never dropped in
   favour of a selective-search box; scores stay those of each source (not comparable across sources).
-* **Deduplication**: one greedy pass (``torchvision.ops.nms`` on that order): a box is dropped when it
-  overlaps an earlier-ranked kept box with IoU > ``dedupe_iou`` (default 0.7: near-duplicates only;
-  at 0.7 a box still overlapping a kept one is a poor second try at the same object for a region
-  classifier that warps each box). This also removes near-duplicates within one source.
+* **Deduplication across sources only**: a selective-search box is dropped when it overlaps a MultiBox
+  box with IoU > ``dedupe_iou`` (default 0.7: a near-copy of a box already proposed). Boxes of one source
+  are not compared with each other: a greedy NMS at 0.7 over the whole list halved the paper method's
+  boxes on 16 coco128 images (1783 -> 922 per image) and cost recall (0.597 -> 0.569 at IoU 0.5,
+  0.361 -> 0.319 at 0.7), and the paper's "60% of R-CNN's proposals" is the 2x superpixel size alone.
   ``dedupe_iou=None`` concatenates without deduplication.
 * **No MultiBox model**: ``"paper"`` falls back to selective search alone (still at superpixel scale 2)
   and logs a warning once per process, so a missing ``--weights`` never fails silently.
@@ -32,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torchvision.ops import nms
+from torchvision.ops import box_iou
 
 from proposals.types import SOURCES, Proposals
 
@@ -46,30 +47,27 @@ MULTIBOX_TOP_K = 200
 PAPER_SUPERPIXEL_SCALE = 2.0
 
 
-def dedupe(parts: list[Proposals], *, iou: float | None = DEDUPE_IOU) -> Proposals:
-    """Concatenate ``parts`` in order and drop boxes overlapping an earlier kept box by IoU > ``iou``.
-
-    Earlier = better: the first part outranks the second, and within a part the earlier box wins.
-    Returns the kept proposals in that order (boxes ``Tensor[P, 4]`` xyxy pixels, scores, sources).
-    """
-    merged = Proposals.cat(parts)
-    if iou is None or len(merged) < 2:
-        return merged
-    priority = torch.arange(len(merged), 0, -1, dtype=torch.float64)  # strictly decreasing: no ties
-    keep = nms(merged.boxes.double(), priority, float(iou))  # sorted by priority = original order
-    return merged.select(keep)
-
-
 def merge_proposals(parts: list[Proposals], *, dedupe_iou: float | None = DEDUPE_IOU) -> Proposals:
-    """Combine proposal lists of any sources the paper's way: MultiBox boxes first, then deduplicate.
+    """Combine proposal lists the paper's way: MultiBox boxes first, then the other boxes not duplicating one.
 
     Boxes are ordered by source (MultiBox before selective search), keeping each part's own order within
-    a source, whatever order ``parts`` come in; then :func:`dedupe` with ``dedupe_iou``.
+    a source, whatever order ``parts`` come in. A selective-search box whose IoU with some MultiBox box
+    exceeds ``dedupe_iou`` is dropped (``None``: keep all). Boxes of one source are never compared with
+    each other.
+
+    Returns:
+        :class:`Proposals` (boxes ``Tensor[P, 4]`` xyxy pixels, scores, sources).
     """
     merged = Proposals.cat(parts)
-    rank = torch.tensor([1 if s == "ss" else 0 for s in SOURCES])  # multibox (0) before ss (1)
-    order = torch.argsort(rank[merged.sources], stable=True)
-    return dedupe([merged.select(order)], iou=dedupe_iou)
+    rank = torch.tensor([0 if s == "multibox" else 1 for s in SOURCES])  # multibox before ss
+    merged = merged.select(torch.argsort(rank[merged.sources], stable=True))
+    is_mb = merged.sources == SOURCES.index("multibox")
+    if dedupe_iou is None or not is_mb.any() or is_mb.all():
+        return merged
+    overlap = box_iou(merged.boxes[~is_mb], merged.boxes[is_mb]).max(dim=1).values
+    keep = torch.ones(len(merged), dtype=torch.bool)
+    keep[~is_mb] = ~(overlap > dedupe_iou)  # NaN (degenerate boxes) is not a duplicate
+    return merged.select(keep)
 
 
 def default_ss_config(method: str) -> Any:
@@ -175,6 +173,8 @@ class ProposalMethod:
             raise ValueError(f"unknown proposal method {self.name!r}; choose from {', '.join(METHODS)}")
         if self.name == "multibox" and self.multibox_weights is None:
             raise ValueError("method 'multibox' needs MultiBox weights")
+        if self.name == "paper" and self.multibox_weights is None:
+            _warn_no_multibox()  # here, once, rather than in each worker process (forked ones inherit this)
 
     def resolved_ss_config(self) -> Any:
         """The selective search config actually used (None for ``"multibox"``)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from proposals.merge import (DEDUPE_IOU, METHODS, ProposalMethod, dedupe, merge_proposals, paper_proposals)
+from proposals.merge import DEDUPE_IOU, METHODS, ProposalMethod, merge_proposals, paper_proposals
 from proposals.types import Proposals
 
 
@@ -31,30 +31,26 @@ class FakeMultiBox:
         return self.p.select(torch.arange(min(top_k, len(self.p))))
 
 
-def test_dedupe_keeps_the_better_ranked_box() -> None:
-    out = dedupe([SS], iou=0.7)
-    # [0,0,10,11] overlaps [0,0,10,10] with IoU 10/11 > 0.7: the earlier (better-ranked) one stays
-    assert out.boxes.tolist() == [[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]]
-    assert out.scores.tolist() == [-1, -3, -4]
-    assert len(dedupe([SS], iou=None)) == 4
-    assert len(dedupe([SS], iou=0.95)) == 4  # 10/11 = 0.909 is below 0.95
-
-
-def test_merge_puts_multibox_first_whatever_the_part_order() -> None:
+def test_merge_puts_multibox_first_and_drops_ss_copies_of_multibox_boxes() -> None:
     for parts in ([SS, MB], [MB, SS]):
         out = merge_proposals(parts)
-        assert out.sources.tolist() == [1, 1, 0, 0]
-        # the SS box [20,20,40,40] duplicates MultiBox's [20,20,40,41] (IoU 0.976) and goes, and so does
-        # SS's own near-duplicate [0,0,10,11]
-        assert out.boxes.tolist() == [[20, 20, 40, 41], [70, 70, 90, 90], [0, 0, 10, 10], [50, 50, 60, 60]]
-        assert out.scores.tolist() == pytest.approx([0.9, 0.5, -1, -4])
+        assert out.sources.tolist() == [1, 1, 0, 0, 0]
+        # the SS box [20,20,40,40] duplicates MultiBox's [20,20,40,41] (IoU 0.976) and goes; SS's own
+        # near-duplicates ([0,0,10,10] and [0,0,10,11]) are both kept: one source is never deduplicated
+        assert out.boxes.tolist() == [[20, 20, 40, 41], [70, 70, 90, 90], [0, 0, 10, 10], [0, 0, 10, 11],
+                                      [50, 50, 60, 60]]
+        assert out.scores.tolist() == pytest.approx([0.9, 0.5, -1, -2, -4])
     assert DEDUPE_IOU == 0.7
 
 
-def test_merge_of_disjoint_lists_keeps_everything() -> None:
-    far = props([[100, 100, 120, 120]], [0.3], 1)
-    assert len(merge_proposals([far, dedupe([SS])])) == 4
+def test_merge_threshold_and_trivial_cases() -> None:
+    assert len(merge_proposals([SS, MB], dedupe_iou=None)) == 6
+    assert len(merge_proposals([SS, MB], dedupe_iou=0.99)) == 6  # IoU 0.976 is below 0.99
+    assert len(merge_proposals([SS, MB], dedupe_iou=0.5)) == 5
+    assert torch.equal(merge_proposals([SS]).boxes, SS.boxes)
     assert len(merge_proposals([])) == 0
+    far = props([[100, 100, 120, 120]], [0.3], 1)
+    assert len(merge_proposals([far, SS])) == 5
 
 
 def test_paper_proposals_combines_ss_and_top_k_multibox(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,7 +64,7 @@ def test_paper_proposals_combines_ss_and_top_k_multibox(monkeypatch: pytest.Monk
     mb = FakeMultiBox(MB)
     out = paper_proposals(np.zeros((100, 100, 3), np.uint8), ss_config="cfg", multibox=mb, top_k=1)
     assert mb.calls == [1] and seen["config"] == "cfg"
-    assert out.sources.tolist() == [1, 0, 0]  # one MultiBox box, SS minus its duplicates
+    assert out.sources.tolist() == [1, 0, 0, 0]  # one MultiBox box, SS minus the copy of it
 
 
 def test_paper_without_multibox_falls_back_to_ss_with_a_warning(monkeypatch: pytest.MonkeyPatch,
@@ -79,7 +75,7 @@ def test_paper_without_multibox_falls_back_to_ss_with_a_warning(monkeypatch: pyt
     merge._warn_no_multibox.cache_clear()
     with caplog.at_level(logging.WARNING, logger="proposals.merge"):
         out = paper_proposals(np.zeros((100, 100, 3), np.uint8), ss_config="cfg")
-    assert torch.all(out.sources == 0) and len(out) == 3
+    assert torch.equal(out.boxes, SS.boxes) and torch.all(out.sources == 0)
     assert "no MultiBox model" in caplog.text
 
 
@@ -104,8 +100,7 @@ def test_real_selective_search_paper_method(rng: np.random.Generator) -> None:
     config = ss_module.SelectiveSearchConfig(min_size=5)
     ss = ProposalMethod("ss", ss_config=config)(image)
     paper = ProposalMethod("paper", ss_config=config)(image)
-    assert len(ss) > 0 and torch.all(paper.sources == 0)
-    assert len(paper) <= len(ss)
+    assert len(ss) > 0 and len(paper) > 0 and torch.all(paper.sources == 0)
     assert paper.boxes[:, 2].max() <= 80 and paper.boxes[:, 3].max() <= 60
     # the default configs: superpixel scale 1 for "ss", 2 for "paper"; the hash tells them apart
     assert ProposalMethod("ss").resolved_ss_config().superpixel_scale == 1.0
