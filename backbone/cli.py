@@ -13,10 +13,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from backbone.console import run_command
+from backbone import console
 
 #: subcommand -> (module under backbone.commands, one-line help)
 COMMANDS = {
@@ -28,23 +27,12 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="backbone", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(f"backbone.commands.{module_name}")
-        p = sub.add_parser(name, help=help_text, description=module.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(p)
-        p.set_defaults(func=module.main)
-    return parser
+    return console.build_parser("backbone", __doc__, "backbone", COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(args.func, args, "backbone")
+    return console.run_command(args.func, args, "backbone")
 
 
 if __name__ == "__main__":

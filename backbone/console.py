@@ -8,6 +8,7 @@ stderr with exit code 2 (no traceback), and Ctrl-C to exit code 130.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from typing import Callable
@@ -54,3 +55,21 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
 def wants_progress() -> bool:
     """Progress bars only on a terminal (tqdm's ``disable`` argument is ``not wants_progress()``)."""
     return sys.stderr.isatty()
+
+
+def build_parser(prog: str, doc: str, package: str, commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
+    """The argparse parser of a console script: ``doc``'s first paragraph as description, the rest as
+    epilog, and one subcommand per ``commands`` entry ``name -> (module under package.commands, help)``;
+    each module has ``add_arguments(parser)`` and ``main(args) -> int`` (set as ``args.func``)."""
+    description, _, epilog = doc.partition("\n\n")
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in commands.items():
+        module = importlib.import_module(f"{package}.commands.{module_name}")
+        p = sub.add_parser(name, help=help_text, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(func=module.main)
+    return parser

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -65,7 +66,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
             p, f"image is {w}x{h} ({w * h / 1e6:.0f} MP), above the {max_pixels / 1e6:.0f} MP limit; "
             "downscale it or raise --max-pixels")
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    img = _quiet_imdecode(buf)
     if img is None:
         raise InputError(p, "not a readable image (corrupt, truncated or unsupported format)")
     if img.shape[0] * img.shape[1] > max_pixels:  # formats Pillow could not size
@@ -73,6 +74,17 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
     if size is not None and _is_truncated(p, data):
         raise InputError(p, "truncated image file")
     return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _quiet_imdecode(buf: np.ndarray) -> np.ndarray | None:
+    """``cv2.imdecode(buf, IMREAD_COLOR)`` without OpenCV's own stderr warnings (e.g. "PNG input buffer is
+    incomplete"): they bypass logging and would add a second line to our one-line error."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _is_truncated(path: Path, data: bytes) -> bool:
@@ -84,6 +96,22 @@ def _is_truncated(path: Path, data: bytes) -> bool:
         return b"IEND" not in data[-32:]
     del suffix
     return False
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Command-line inputs -> image paths: files as given, folders expanded by :func:`list_images`.
+
+    Raises InputError for a path that does not exist or a folder without images."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(list_images(p))
+        elif not p.exists():
+            raise InputError(p, "no such file or folder")
+        else:
+            paths.append(p)
+    return paths
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -15,10 +15,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from backbone.console import run_command
+from backbone import console
 
 #: subcommand -> (module under detect.commands, one-line help)
 COMMANDS = {
@@ -31,23 +30,12 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="detect", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(f"detect.commands.{module_name}")
-        p = sub.add_parser(name, help=help_text, description=module.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(p)
-        p.set_defaults(func=module.main)
-    return parser
+    return console.build_parser("detect", __doc__, "detect", COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(args.func, args, "detect")
+    return console.run_command(args.func, args, "detect")
 
 
 if __name__ == "__main__":

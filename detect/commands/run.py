@@ -27,7 +27,7 @@ from torchvision.ops import box_convert
 from backbone.console import wants_progress
 from backbone.errors import InputError
 from backbone.files import write_bytes, write_json
-from backbone.images import IMAGE_SUFFIXES, MAX_PIXELS, list_images
+from backbone.images import IMAGE_SUFFIXES, MAX_PIXELS, expand_inputs
 from detect.pipeline import DetectorConfig, ImageResult, load_detector, resolve_device
 from detect.sharding import finish, init_shard, local_device
 
@@ -63,19 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes computing proposals ahead")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images")
     parser.add_argument("--quiet", action="store_true", help="no per-image table")
-
-
-def _expand(inputs: list[str]) -> list[Path]:
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(list_images(p))
-        elif not p.exists():
-            raise InputError(p, "no such file or folder")
-        else:
-            paths.append(p)
-    return paths
 
 
 def _is_ilsvrc_det(category_ids: list) -> bool:
@@ -127,7 +114,7 @@ def ilsvrc_submission(ordered: list[ImageResult], class_names: list[str], catego
 
 
 def main(args: argparse.Namespace) -> int:
-    paths = _expand(args.inputs)
+    paths = expand_inputs(args.inputs)
     if args.out is not None and args.out.suffix.lower() in IMAGE_SUFFIXES:
         raise InputError(args.out, "--out must be a .json file, not an image")
     config = DetectorConfig(
