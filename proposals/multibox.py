@@ -1,9 +1,10 @@
 """MultiBox: class-agnostic box proposals from a GoogLeNet trunk.
 
 Implements the proposal network of Erhan et al. 2014 ("Scalable Object Detection using Deep Neural
-Networks", sections 2-3) as used in the GoogLeNet paper (Szegedy et al. 2014, section 8: "200 region
-proposals coming from multi-box") and refined in Szegedy et al. 2014 ("Scalable, High-Quality Object
-Detection", section 3: priors from clustering, matching against priors).
+Networks": training objective with bipartite matching) as used in the GoogLeNet paper (Szegedy et al.
+2014, section 8: "200 region proposals coming from multi-box") and refined in Szegedy et al. 2014
+("Scalable, High-Quality Object Detection", arXiv 1412.1441: priors from clustering, matching against
+priors).
 
 * **Priors**: ``K`` boxes in normalised ``[0, 1]`` xyxy coordinates, the k-means cluster centres of the
   training boxes (:func:`kmeans_priors`). They live in the model as a buffer, so every checkpoint holds
@@ -17,10 +18,9 @@ Detection", section 3: priors from clustering, matching against priors).
   confidence logit.
 * **Matching** (:func:`match`): bipartite (Hungarian, ``scipy.optimize.linear_sum_assignment``) between
   the K boxes and the G ground-truth boxes, cost = squared L2 distance of the normalised xyxy coordinates
-  (Erhan et al. eq. 1). By default the *priors* are matched (Szegedy et al. "Scalable, High-Quality",
-  section 3: stable targets early in training); ``match_on="predictions"`` matches the predicted boxes as
-  in Erhan et al.
-* **Loss** (:func:`multibox_loss`, Erhan et al. eq. 4): ``alpha * 1/2 sum ||l_i - g_j||^2`` over matched
+  (Erhan et al.'s F_match). By default the *priors* are matched (as in "Scalable, High-Quality": stable
+  targets early in training); ``match_on="predictions"`` matches the predicted boxes as Erhan et al. do.
+* **Loss** (:func:`multibox_loss`, Erhan et al.'s ``alpha * F_match + F_conf``): ``alpha * 1/2 sum ||l_i - g_j||^2`` over matched
   pairs ``+`` logistic confidence loss summed over all K predictions (target 1 for matched, 0 otherwise),
   ``alpha = 0.3``. Deviation: the batch sum is divided by the number of matched boxes (as SSD), which
   keeps gradients at a classifier's scale; the unnormalised sum diverged at the engine's learning rate.
@@ -67,13 +67,13 @@ MULTIBOX_SOURCE = SOURCES.index("multibox")
 class MultiBoxConfig:
     """Everything needed to rebuild a MultiBox model (stored in its checkpoint)."""
 
-    num_priors: int = 800  # ~800 priors (Szegedy et al., "Scalable, High-Quality Object Detection", sec. 4)
+    num_priors: int = 800  # ~800 priors (Erhan et al. 2014 / "Scalable, High-Quality Object Detection")
     input_size: int = 224  # GoogLeNet's receptive field, Table 1; images are warped to this square
     variant: str = "paper"  # backbone variant: "paper" (Table 1) or "torchvision"
     head_channels: int = 128  # 1x1 reduction before the grid pooling (our choice, see module docstring)
     head_grid: int = 4  # grid of the adaptive pooling: 4x4 cells keep coarse location
     dropout: float = 0.4  # as GoogLeNet's classifier (Table 1: dropout 40%)
-    alpha: float = 0.3  # weight of the location term (Erhan et al. 2014, sec. 3, alpha = 0.3)
+    alpha: float = 0.3  # weight of the location term (Erhan et al. 2014: alpha = 0.3)
     match_on: str = "priors"  # "priors" or "predictions": which boxes the bipartite matching compares
     top_k: int = 200  # boxes kept per image at inference (GoogLeNet paper, sec. 8)
     conf_prior: float = 0.01  # initial confidence (logit bias), so 800 negatives do not swamp early training
@@ -315,7 +315,7 @@ def match(boxes: torch.Tensor, gt_boxes: torch.Tensor) -> tuple[torch.Tensor, to
 
 def multibox_loss(output: MultiBoxOutput, gt_boxes: Sequence[torch.Tensor], priors: torch.Tensor, *,
                   alpha: float = 0.3, match_on: str = "priors") -> tuple[torch.Tensor, dict[str, float]]:
-    """Erhan et al. eq. 4, ``alpha * F_match + F_conf``, summed over the batch and divided by the number
+    """Erhan et al.'s ``alpha * F_match + F_conf``, summed over the batch and divided by the number
     of matched boxes in it.
 
     ``F_match = 1/2 sum ||l_i - g_j||^2`` over matched pairs; ``F_conf`` = logistic loss summed over all
@@ -433,13 +433,13 @@ def build_multibox(priors: torch.Tensor, config: MultiBoxConfig = MultiBoxConfig
 
     Args:
         priors: ``Tensor[K, 4]`` normalised xyxy.
-        config: ``config.variant`` picks the trunk ("paper" or "torchvision").
+        config: ``config.variant`` picks the trunk ("paper" or "torchvision"; ImageNet weights imply
+            "torchvision"); ``num_priors`` is set to ``K``.
         weights: trunk initialisation: None (random), ``"imagenet"`` (torchvision variant), or a
             backbone checkpoint / state dict path (its classifier is dropped).
     """
     variant = config.variant if weights is None or os.fspath(weights) != "imagenet" else "torchvision"
-    if variant != config.variant:
-        config = dataclasses.replace(config, variant=variant)
+    config = dataclasses.replace(config, variant=variant, num_priors=int(priors.shape[0]))
     trunk = googlenet(variant=variant, weights=weights, aux_logits=False)
     trunk.reset_classifier(0)
     return MultiBox(trunk, priors, config)
