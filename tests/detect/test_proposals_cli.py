@@ -52,7 +52,7 @@ def test_stdout_and_limit(images: list[Path], capsys: pytest.CaptureFixture) -> 
 def test_cache_is_reused(images: list[Path], tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     out1, out2 = tmp_path / "a.json", tmp_path / "b.json"
-    assert main(["proposals", *map(str, images), "--cache", str(cache), "--out", str(out1)]) == 0
+    assert main(["proposals", *map(str, images), "--cache", str(cache), "--out", str(out1), "--workers", "2"]) == 0
     (folder,) = cache.iterdir()
     assert folder.name.startswith("ss-") and sorted(p.name for p in folder.glob("*.pt")) == ["im0.pt", "im1.pt"]
     mtimes = [p.stat().st_mtime_ns for p in sorted(folder.glob("*.pt"))]

@@ -209,3 +209,15 @@ def test_dataset_normalises_boxes_drops_ignored_and_flips(tmp_path) -> None:
     images, gts = collate_multibox([ds[0], ds[0]])
     assert images.shape == (2, 3, 32, 32) and len(gts) == 2
     assert priors_from_records([rec], 5).tolist() == [[0.0, 0.0, 0.5, 1.0]]
+
+
+def test_build_from_a_backbone_checkpoint_keeps_the_trunk_weights(tmp_path) -> None:
+    from backbone import Preprocessing, googlenet, save_checkpoint
+    from proposals.multibox import build_multibox
+
+    clf = googlenet(variant="paper", num_classes=3, aux_logits=True)
+    save_checkpoint(tmp_path / "clf.pt", clf, class_names=["a", "b", "c"], preprocessing=Preprocessing(), config={})
+    model = build_multibox(PRIORS, MultiBoxConfig(num_priors=800, input_size=64), weights=tmp_path / "clf.pt")
+    assert model.config.num_priors == 4  # K comes from the priors
+    assert torch.equal(model.trunk.conv1.conv.weight, clf.conv1.conv.weight)
+    assert model.trunk.aux1 is None and isinstance(model.trunk.fc, nn.Identity)
