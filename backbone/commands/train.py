@@ -107,9 +107,12 @@ def _resumed_model(out: Path, classes: list[str]) -> GoogLeNet:
     meta = state.get("meta", {}) if isinstance(state, dict) else {}
     if "model_config" not in meta:
         raise InputError(last, "not a 'backbone train' checkpoint (no model_config in its meta)")
-    if meta.get("class_names") != classes:
-        raise InputError(last, f"was trained on {len(meta.get('class_names', []))} other classes than the "
-                               f"{len(classes)} class folders of --data")
+    trained = list(meta.get("class_names", []))
+    if trained != classes:
+        def show(names: list[str]) -> str:
+            return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+        raise InputError(last, f"was trained on {len(trained)} classes ({show(trained)}) but --data has "
+                               f"{len(classes)} class folders ({show(classes)}); resume with the same data")
     return GoogLeNet(GoogLeNetConfig.from_dict(meta["model_config"]))
 
 

@@ -148,3 +148,25 @@ def test_init_weights_from_a_checkpoint_with_other_classes_keep_the_trunk(tmp_pa
     assert state["fc.weight"].shape == (5, 1024)
     same = _initial_model(argparse.Namespace(weights=str(ckpt), variant=None), 3)
     assert torch.equal(same.state_dict()["fc.weight"], saved["fc.weight"])
+
+
+def test_train_then_resume_for_more_epochs(tmp_path, capsys):
+    data = _folder(tmp_path / "data", size=36)
+    common = ["train", "--data", str(data), "--out", str(tmp_path / "o"), "--image-size", "32", "--batch-size", "2",
+              "--workers", "0", "--polyak", "0.5"]
+    code, stdout, err = _run(common + ["--epochs", "1"], capsys)
+    assert code == 0, err
+    assert "1 epochs, 2 steps" in stdout
+    first = torch.load(tmp_path / "o" / "model.pt", weights_only=True)
+    assert first["class_names"] == ["cat", "dog"] and first["preprocessing"]["crop"] == 32
+    code, stdout, err = _run(common + ["--epochs", "2", "--resume"], capsys)
+    assert code == 0, err
+    assert "2 epochs, 4 steps" in stdout
+    records = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    second = torch.load(tmp_path / "o" / "model.pt", weights_only=True)
+    assert not torch.equal(first["model"]["fc.weight"], second["model"]["fc.weight"])
+    _folder(data, classes=("eel",), per_class=1, size=36)
+    code, _, err = _run(common + ["--epochs", "3", "--resume"], capsys)
+    assert code == 2 and "last.pt: was trained on 2 classes (cat, dog) but --data has 3 class folders (cat, dog, eel)" \
+        in _one_error_line(err)
