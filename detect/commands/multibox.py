@@ -27,7 +27,7 @@ from pathlib import Path
 from backbone.engine import TrainConfig, train
 from backbone.errors import InputError
 from backbone.files import write_json
-from backbone.images import read_image
+from backbone.images import expand_inputs, read_image
 from proposals.cache import as_items
 from proposals.multibox import (MultiBoxConfig, MultiBoxDataset, MultiBoxLoss, build_multibox, collate_multibox,
                                 load_multibox, priors_from_records, save_multibox)
@@ -144,17 +144,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     if args.top_k < 1 or args.show < 0:
         raise InputError(None, "--top-k must be >= 1 and --show >= 0")
-    paths: list[Path] = []
-    from backbone.images import list_images
-
-    for item in args.inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(list_images(p))
-        elif not p.exists():
-            raise InputError(p, "no such file or folder")
-        else:
-            paths.append(p)
+    paths = expand_inputs(args.inputs)
     model = load_multibox(args.weights, device=args.device)
     entries = []
     for item in as_items(paths):

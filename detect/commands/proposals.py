@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 from backbone.errors import InputError
 from backbone.files import write_json
-from backbone.images import list_images
+from backbone.images import expand_inputs
 from proposals.cache import CacheItem, as_items, build_cache, cache_dir, load_cached, propose_many
 from proposals.merge import DEDUPE_IOU, METHODS, MULTIBOX_TOP_K, ProposalMethod, load_multibox_cached
 from proposals.types import SOURCES, Proposals
@@ -106,15 +106,7 @@ def gather_inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
         records = list(read_dataset(args.annotations, args.images).records)
         protected = [os.fspath(args.annotations)]
     elif args.inputs:
-        records = []
-        for item in args.inputs:
-            p = Path(item)
-            if p.is_dir():
-                records.extend(list_images(p))
-            elif not p.exists():
-                raise InputError(p, "no such file or folder")
-            else:
-                records.append(p)
+        records = expand_inputs(args.inputs)
         protected = [os.fspath(p) for p in records]
     else:
         raise InputError(None, "give image files/folders or --annotations (see --help)")
