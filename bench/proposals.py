@@ -22,7 +22,7 @@ Run (all 128 images, 1 and 2 cores; about 15 minutes on 2 idle cores):
 
 Cores: with ``--cores 1`` OpenCV runs with ``cv2.setNumThreads(1)`` and ours sequentially (workers=1);
 with ``--cores 2`` OpenCV runs with ``cv2.setNumThreads(2)`` (its own parallel_for threading) and ours
-with ``selective_search_many(..., workers=2)`` (one process per core, ``cv2.setNumThreads(1)`` inside).
+with ``selective_search_many(..., workers=2)`` (two forked worker processes, one image each at a time).
 Times are wall-clock seconds per image over the whole set (image decoding included for both), and CPU
 seconds per image (``time.process_time``, summed over threads/processes) since the machine may be shared.
 Ours also runs with the GoogLeNet paper's ``superpixel_scale=2`` and, to compare at equal box counts,
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         n = len(paths)
         ours_cfg = SelectiveSearchConfig(strategy="fast", max_width=WIDTH)
         run_ours(paths[:1], ours_cfg, 1)  # warm-up: loads the compiled kernels from numba's cache
+        print("\n".join(lines), flush=True)
         for cores in args.cores:
             cv_boxes, cv_time = run_opencv(args.opencv_python, paths, cores, folder)
             cv_stats = proposal_recall(cv_boxes, gts, labels)
@@ -171,13 +172,15 @@ def main(argv: list[str] | None = None) -> int:
             x2_boxes, x2_time = run_ours(paths, SelectiveSearchConfig(superpixel_scale=2, max_width=WIDTH), cores)
             x2_stats = proposal_recall(x2_boxes, gts, labels)
             tag = f"{cores} core{'s' if cores > 1 else ''}"
-            lines += [row(f"OpenCV {cv_time['version']} SS fast, setNumThreads({cores})", cv_stats, cv_time, n, None),
-                      row(f"ours fast, workers={cores}", our_stats, our_time, n, cv_time),
-                      row("ours fast, cut to OpenCV's box count per image", cut_stats, None, n, None),
-                      row(f"ours fast, superpixel_scale=2, workers={cores}", x2_stats, x2_time, n, cv_time)]
+            new = [row(f"OpenCV {cv_time['version']} SS fast, setNumThreads({cores})", cv_stats, cv_time, n, None),
+                   row(f"ours fast, workers={cores}", our_stats, our_time, n, cv_time),
+                   row("ours fast, cut to OpenCV's box count per image", cut_stats, None, n, None),
+                   row(f"ours fast, superpixel_scale=2, workers={cores}", x2_stats, x2_time, n, cv_time)]
+            lines += new
+            print("\n".join(new), flush=True)  # partial results survive an interrupted run
             results[tag] = {"opencv": {**cv_stats.__dict__, **cv_time}, "ours": {**our_stats.__dict__, **our_time},
                             "ours_cut": cut_stats.__dict__, "ours_x2": {**x2_stats.__dict__, **x2_time}}
-    print(f"{n} coco128 images resized to width {WIDTH}, {sum(len(g) for g in gts)} ground-truth boxes\n")
+    print(f"\n{n} coco128 images resized to width {WIDTH}, {sum(len(g) for g in gts)} ground-truth boxes\n")
     print("\n".join(lines))
     if args.out is not None:
         write_json(args.out, results, indent=1)

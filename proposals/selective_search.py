@@ -177,10 +177,6 @@ def _to_proposals(boxes: np.ndarray, scores: np.ndarray) -> Proposals:
                      torch.zeros(boxes.shape[0], dtype=torch.int64))
 
 
-def _worker_init() -> None:
-    cv2.setNumThreads(1)  # one process per core: no nested OpenCV threading
-
-
 def _one(item: np.ndarray | str | os.PathLike, config: SelectiveSearchConfig) -> tuple[np.ndarray, np.ndarray]:
     image = item if isinstance(item, np.ndarray) else read_image(item)
     return selective_search_arrays(image, config)
@@ -196,8 +192,11 @@ def selective_search_many(images: Sequence[np.ndarray | str | os.PathLike],
     """
     if workers <= 1 or len(images) <= 1:
         return [_to_proposals(*_one(item, config)) for item in images]
+    # "fork" starts workers in milliseconds and without re-importing torch ("spawn" takes seconds per worker).
+    # The workers run no torch code, and must not call cv2.setNumThreads: after a fork from a parent whose
+    # OpenCV thread pool is running, that call deadlocks.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(max_workers=min(workers, len(images)), initializer=_worker_init,
+    with ProcessPoolExecutor(max_workers=min(workers, len(images)),
                              mp_context=multiprocessing.get_context(method)) as pool:
         results = list(pool.map(_one, images, [config] * len(images)))
     return [_to_proposals(b, s) for b, s in results]

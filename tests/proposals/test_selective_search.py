@@ -71,6 +71,7 @@ def test_threads_and_processes_give_the_same_result(rng: np.random.Generator, tm
     img = scene(rng)
     ref = selective_search(img, SMALL)
     assert torch.equal(selective_search(img, SMALL, workers=2).boxes, ref.boxes)
+    box_iou(ref.boxes, ref.boxes)  # the parent has run torch and OpenCV threads before forking: must not hang
     import cv2
     path = tmp_path / "scene.png"
     cv2.imwrite(str(path), img[:, :, ::-1])
