@@ -11,11 +11,15 @@ priors).
   them. The papers use about 800 priors; ``K`` is :attr:`MultiBoxConfig.num_priors`, capped by the number
   of training boxes.
 * **Head** (our choice; the papers used the network's fully connected top): on the trunk's
-  ``forward_features`` map (``N x 1024 x S/32 x S/32``) a 1x1 conv to ``head_channels`` + ReLU, adaptive
+  ``forward_features`` map (``N x 1024 x S/32 x S/32``) a 1x1 conv to ``head_channels`` + BatchNorm + ReLU,
+  adaptive
   average pooling to a ``head_grid x head_grid`` grid (so the head keeps coarse *where* information, which
   global pooling would throw away, and does not depend on the input size), dropout, and one linear layer
   to ``K x 5`` numbers: per prior 4 offsets (normalised by the image size, added to the prior) and one
-  confidence logit.
+  confidence logit. The BatchNorm is there because a randomly initialised paper-variant trunk (no
+  BatchNorm) gives features that differ between images by ~2% of their size: without it the head saw
+  near-constant input and, on 4 coco128 images, the loss stalled at the "prior frequency only" level
+  (~2.2 after 40 steps); with it the loss fell to 1.05 in 20 steps (64 px, lr 0.003).
 * **Matching** (:func:`match`): bipartite (Hungarian, ``scipy.optimize.linear_sum_assignment``) between
   the K boxes and the G ground-truth boxes, cost = squared L2 distance of the normalised xyxy coordinates
   (Erhan et al.'s F_match). By default the *priors* are matched (as in "Scalable, High-Quality": stable
@@ -70,7 +74,7 @@ class MultiBoxConfig:
     num_priors: int = 800  # ~800 priors (Erhan et al. 2014 / "Scalable, High-Quality Object Detection")
     input_size: int = 224  # GoogLeNet's receptive field, Table 1; images are warped to this square
     variant: str = "paper"  # backbone variant: "paper" (Table 1) or "torchvision"
-    head_channels: int = 128  # 1x1 reduction before the grid pooling (our choice, see module docstring)
+    head_channels: int = 128  # 1x1 reduction (+ BatchNorm) before the grid pooling (see module docstring)
     head_grid: int = 4  # grid of the adaptive pooling: 4x4 cells keep coarse location
     dropout: float = 0.4  # as GoogLeNet's classifier (Table 1: dropout 40%)
     alpha: float = 0.3  # weight of the location term (Erhan et al. 2014: alpha = 0.3)
@@ -166,7 +170,8 @@ class MultiBoxHead(nn.Module):
                  conf_prior: float) -> None:
         super().__init__()
         self.num_priors = num_priors
-        self.reduce = nn.Conv2d(in_channels, channels, kernel_size=1)
+        self.reduce = nn.Conv2d(in_channels, channels, kernel_size=1, bias=False)
+        self.norm = nn.BatchNorm2d(channels)
         self.pool = nn.AdaptiveAvgPool2d(grid)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels * grid * grid, num_priors * 5)
@@ -177,7 +182,7 @@ class MultiBoxHead(nn.Module):
             self.fc.bias.view(num_priors, 5)[:, 4] = float(np.log(conf_prior / (1 - conf_prior)))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.reduce(features), inplace=True)  # N x channels x h x w
+        x = F.relu(self.norm(self.reduce(features)), inplace=True)  # N x channels x h x w
         x = self.pool(x)  # N x channels x grid x grid
         x = self.dropout(torch.flatten(x, 1))  # N x channels*grid*grid
         return self.fc(x).view(-1, self.num_priors, 5)  # N x K x 5
