@@ -17,10 +17,20 @@ import torch
 from .make_corpus import Kind, build_corpus
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core box, two spinning threads ran these tiny models ~20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random-init region classifier (paper variant, 64 px crops, classes "thing"/"other" with COCO
     category ids 1 and 2, matching the corpus' COCO files); its head biased so that detections appear."""
+    from backbone.preprocess import Preprocessing
     from detect.classifier import RegionClassifier
     from detect.crops import CropConfig
 
@@ -29,6 +39,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
                                         crop=CropConfig(size=64, padding=4), category_ids=[1, 2], aux_logits=False)
     with torch.no_grad():
         rc.model.fc.bias.copy_(torch.tensor([0.0, 3.0, 2.0]))
+    # `backbone classify` takes its resize/crop from here: 72 -> 64 px keeps its forward passes cheap
+    rc.preprocessing = Preprocessing(resize=72, crop=64)
     path = tmp_path_factory.mktemp("ckpt") / "rc.pt"
     rc.save(path, config={"made_by": "tests/corpus"})
     return path

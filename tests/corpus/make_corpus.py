@@ -138,7 +138,7 @@ def make_images(root: Path) -> list[Kind]:
 
     h, w = photo.shape[:2]
     add("grayscale_png", "gray.png", _png_bytes(pil.convert("L")), True, note="8-bit grayscale", size=(h, w))
-    add("grayscale_jpg", "gray.jpg", _jpeg_bytes(pil.convert("L")), True, note="1-channel JPEG", size=(h, w))
+    add("grayscale_jpg", "gray_lum.jpg", _jpeg_bytes(pil.convert("L")), True, note="1-channel JPEG", size=(h, w))
     add("rgba_png", "rgba.png", _png_bytes(pil.convert("RGBA")), True, note="alpha channel", size=(h, w))
     add("palette_png", "palette.png", _png_bytes(pil.convert("P", palette=Image.Palette.ADAPTIVE)), True,
         note="palette (P mode)", size=(h, w))
