@@ -61,19 +61,19 @@ def test_bad_input_is_one_line_exit_2(argv: list[str], message: str, tmp_path: P
 @pytest.mark.slow
 def test_short_training_on_coco128_lowers_the_loss(coco128: dict[str, Path], tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
-    """Paper variant, 64 px, 4 images memorised over 8 steps on the CPU; then run and resume.
+    """Paper variant, 64 px, 4 images memorised over 6 steps on the CPU; then run and resume.
 
-    lr 0.003 (not the engine's 0.01): on 4 images the loss then falls steadily (4.63 -> 3.79 in 8 steps
+    lr 0.003 (not the engine's 0.01): on 4 images the loss then falls steadily (4.64 -> 2.13 in 6 steps
     when this test was written) instead of oscillating.
     """
     out = tmp_path / "run"
     common = ["multibox", "train", "--annotations", str(coco128["annotations"]), "--images", str(coco128["images"]),
               "--out", str(out), "--limit", "4", "--input-size", "64", "--batch-size", "4", "--priors", "64",
               "--workers", "0", "--polyak", "0", "--no-flip", "--device", "cpu", "--variant", "paper", "--lr", "0.003"]
-    assert main([*common, "--epochs", "8"]) == 0
+    assert main([*common, "--epochs", "6"]) == 0
     history = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     losses = [h["loss"] for h in history]
-    assert len(losses) == 8 and losses[-1] < 0.9 * losses[0], losses
+    assert len(losses) == 6 and losses[-1] < 0.8 * losses[0], losses
     ckpt = torch.load(out / "model.pt", weights_only=True)
     assert ckpt["multibox"]["input_size"] == 64 and ckpt["priors"].shape[1] == 4
     image = next(coco128["images"].glob("*.jpg"))
@@ -83,7 +83,7 @@ def test_short_training_on_coco128_lowers_the_loss(coco128: dict[str, Path], tmp
     assert len(json.loads(boxes.read_text())[0]["boxes"]) == 5
     capsys.readouterr()
     # --resume with other MultiBox settings is refused; with the same ones it continues the run
-    assert main([*common, "--epochs", "9", "--resume", "--alpha", "1.0"]) == 2
+    assert main([*common, "--epochs", "7", "--resume", "--alpha", "1.0"]) == 2
     assert "other MultiBox settings (alpha)" in capsys.readouterr().err
-    assert main([*common, "--epochs", "9", "--resume"]) == 0
-    assert len((out / "log.jsonl").read_text().splitlines()) == 9
+    assert main([*common, "--epochs", "7", "--resume"]) == 0
+    assert len((out / "log.jsonl").read_text().splitlines()) == 7
