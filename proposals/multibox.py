@@ -389,11 +389,14 @@ def normalised_boxes(record: Any) -> torch.Tensor:
 
 
 def priors_from_records(records: Sequence[Any], k: int, *, seed: int = 0) -> torch.Tensor:
-    """k-means priors (:func:`kmeans_priors`) of all non-ignored training boxes of ``records``."""
+    """k-means priors (:func:`kmeans_priors`) of all non-ignored training boxes of ``records``.
+
+    Raises ValueError when there is no such box.
+    """
     boxes = [normalised_boxes(r) for r in records]
     boxes = [b for b in boxes if b.shape[0]]
     if not boxes:
-        raise InputError(None, "the training set has no boxes to compute MultiBox priors from")
+        raise ValueError("the training set has no boxes to compute MultiBox priors from")
     return kmeans_priors(torch.cat(boxes), k, seed=seed)
 
 

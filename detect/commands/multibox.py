@@ -92,7 +92,12 @@ def train_main(args: argparse.Namespace) -> int:
     variant = args.variant or ("torchvision" if args.weights == "imagenet" else "paper")
     config = MultiBoxConfig(num_priors=args.priors, input_size=args.input_size, variant=variant, alpha=args.alpha,
                             match_on=args.match_on)
-    priors = priors_from_records(records, config.num_priors, seed=args.seed)
+    if not records:
+        raise InputError(args.annotations, "no images to train on")
+    try:
+        priors = priors_from_records(records, config.num_priors, seed=args.seed)
+    except ValueError as err:
+        raise InputError(args.annotations, str(err)) from None
     if priors.shape[0] < config.num_priors:
         log.warning("only %d distinct training boxes: using %d priors instead of %d", priors.shape[0],
                     priors.shape[0], config.num_priors)

@@ -44,6 +44,7 @@ def test_run_prints_and_writes_boxes(tiny_weights: Path, tmp_path: Path, rng: np
     (["run", "IMG", "--weights", "IMG"], "checkpoint"),
     (["train", "--annotations", "nothere.json", "--out", "o"], "nothere.json: no such file"),
     (["train", "--annotations", "ANN", "--out", "o", "--input-size", "100"], "multiple of 32"),
+    (["train", "--annotations", "ONE", "--out", "o"], "ann1.json: the training set has no boxes"),
 ])
 def test_bad_input_is_one_line_exit_2(argv: list[str], message: str, tmp_path: Path, rng: np.random.Generator,
                                       capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,7 +53,10 @@ def test_bad_input_is_one_line_exit_2(argv: list[str], message: str, tmp_path: P
     cv2.imwrite(str(image), rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
-    argv = [{"IMG": str(image), "ANN": str(ann)}.get(a, a) for a in argv]
+    one = tmp_path / "ann1.json"  # one image, no boxes
+    one.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 20, "height": 20}],
+                               "annotations": [], "categories": [{"id": 1, "name": "thing"}]}))
+    argv = [{"IMG": str(image), "ANN": str(ann), "ONE": str(one)}.get(a, a) for a in argv]
     assert main(["multibox", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("detect: error: ") and message in err and "\n" not in err
