@@ -35,8 +35,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used, so `detect run` works where pycocotools is not installed
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
 
 from detect.datasets import DetectionDataset, read_coco
 from detect.evaluation.results import to_coco_results
@@ -111,6 +114,8 @@ def _silent(func, *args, **kwargs):
 
 
 def _api(dataset_dict: dict) -> COCO:
+    from pycocotools.coco import COCO
+
     api = COCO()
     api.dataset = dataset_dict
     _silent(api.createIndex)
@@ -170,6 +175,8 @@ def run_cocoeval(gt: CocoGroundTruth, dt: COCO, *, timings: dict[str, float] | N
     ``timings``, when given, receives the seconds of each stage by ``clock`` (keys ``evaluate``,
     ``accumulate``, ``summarize``).
     """
+    from pycocotools.cocoeval import COCOeval
+
     evaluator = COCOeval(gt.api, dt, "bbox")
     evaluator.params.imgIds = list(gt.image_ids)
     for stage in ("evaluate", "accumulate", "summarize"):
