@@ -104,7 +104,7 @@ def _proposals(args: argparse.Namespace, records: list) -> list:
 
 
 def main(args: argparse.Namespace) -> int:
-    from backbone.engine import TrainConfig, train
+    from backbone.engine import TrainConfig, seed_everything, train
     from detect.classifier import RegionClassifier
     from detect.crops import CropConfig
     from detect.datasets import read_dataset
@@ -127,6 +127,7 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     proposals = _proposals(args, records)
     log.info("proposals ready in %.1f s", time.perf_counter() - t0)
+    seed_everything(args.seed)  # --seed decides the initial weights too (random init, or reset heads)
     classifier = RegionClassifier.from_backbone(dataset.class_names, variant=variant, weights=weights, crop=crop,
                                                 category_ids=dataset.category_ids)
     p = classifier.preprocessing
