@@ -17,3 +17,6 @@ class InputError(Exception):
         self.path = None if path is None else os.fspath(path)
         self.problem = " ".join(str(problem).split())  # keep it on one line
         super().__init__(self.problem if self.path is None else f"{self.path}: {self.problem}")
+
+    def __reduce__(self):  # keep (path, problem) across process pools: workers raise it, the parent reports it
+        return (type(self), (self.path, self.problem))

@@ -108,16 +108,16 @@ def compute_proposals(image: np.ndarray, config: DetectorConfig, multibox=None) 
     return _cap(props, config)
 
 
-def _proposal_job(path: str, config: DetectorConfig) -> tuple[str, Proposals | None, str | None, float, tuple]:
-    """Worker-process job: read the image and run selective search (no model needed)."""
+def _proposal_job(path: str, config: DetectorConfig) -> tuple[np.ndarray, Proposals, float]:
+    """Worker-process job: decode the image and run selective search (no model needed).
+
+    Returns the decoded image too, so the parent does not decode it again; an unreadable image raises
+    InputError, which reaches the parent through the future."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    try:
-        image = read_image(path, max_pixels=config.max_pixels)
-    except Exception as err:  # reported by the parent with the file name
-        return path, None, str(err), 0.0, (0, 0)
+    image = read_image(path, max_pixels=config.max_pixels)
     props = compute_proposals(image, replace(config, proposals="ss"))
-    return path, props, None, time.perf_counter() - t0, image.shape[:2]
+    return image, props, time.perf_counter() - t0
 
 
 class Detector:
@@ -199,8 +199,6 @@ class Detector:
         """
         from tqdm import tqdm
 
-        from backbone.errors import InputError
-
         paths = [str(p) for p in paths]
         bar = tqdm(total=len(paths), unit="img", disable=not progress)
         if workers <= 1 or self.config.proposals == "multibox":
@@ -220,14 +218,11 @@ class Detector:
                 pending.append(pool.submit(_proposal_job, p, self.config))
                 if len(pending) >= 2 * workers:
                     break
-            while pending:
-                path, props, error, ss_seconds, _ = pending.pop(0).result()
+            for path in paths:
+                image, props, ss_seconds = pending.pop(0).result()
                 nxt = next(it, None)
                 if nxt is not None:
                     pending.append(pool.submit(_proposal_job, nxt, self.config))
-                if error is not None:
-                    raise InputError(None, error)
-                image = read_image(path, max_pixels=self.config.max_pixels)
                 dets, used, timing = self.detect(image, proposals=props)
                 bar.update()
                 yield ImageResult(Path(path), image.shape[1], image.shape[0], dets, len(used),

@@ -120,22 +120,11 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
 
 # Worker side ----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Failure:
-    """An InputError raised in a worker (InputError itself does not survive pickling)."""
-
-    path: str | None
-    problem: str
-
-
 def _compute_one(method: ProposalMethod, item: CacheItem, out_dir: str | None,
-                 config_hash: str | None) -> tuple[str, Proposals | int | _Failure]:
-    """Compute one image; with ``out_dir`` write its entry and return the box count, else the proposals."""
-    try:
-        image = read_image(item.file)
-    except InputError as err:
-        return item.image_id, _Failure(err.path, err.problem)
-    props = method(image)
+                 config_hash: str | None) -> tuple[str, Proposals | int]:
+    """Compute one image; with ``out_dir`` write its entry and return the box count, else the proposals.
+    An unreadable image raises InputError (it crosses the process pool intact)."""
+    props = method(read_image(item.file))
     if out_dir is None:
         return item.image_id, props
     with atomic_path(entry_path(out_dir, item.image_id)) as tmp:
@@ -149,12 +138,6 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core; no oversubscription
 
 
-def _keep(results: dict[str, Any], key: str, value: Any) -> None:
-    if isinstance(value, _Failure):
-        raise InputError(value.path, value.problem)
-    results[key] = value
-
-
 def _run(method: ProposalMethod, items: Sequence[CacheItem], out_dir: str | None, config_hash: str | None,
          workers: int, desc: str) -> dict[str, Proposals | int]:
     """Run ``method`` over ``items`` (in-process when ``workers <= 1``, else a process pool).
@@ -166,7 +149,8 @@ def _run(method: ProposalMethod, items: Sequence[CacheItem], out_dir: str | None
     try:
         if workers <= 1 or len(items) <= 1:
             for item in items:
-                _keep(results, *_compute_one(method, item, out_dir, config_hash))
+                key, value = _compute_one(method, item, out_dir, config_hash)
+                results[key] = value
                 bar.update()
         else:
             # fork is cheap (no re-import of torch) and what torch's DataLoader uses; CUDA does not
@@ -177,7 +161,8 @@ def _run(method: ProposalMethod, items: Sequence[CacheItem], out_dir: str | None
                 jobs = [pool.submit(_compute_one, method, item, out_dir, config_hash) for item in items]
                 try:
                     for job in futures.as_completed(jobs):
-                        _keep(results, *job.result())
+                        key, value = job.result()
+                        results[key] = value
                         bar.update()
                 except BaseException:
                     for job in jobs:

@@ -174,3 +174,23 @@ def test_zero_shot_default_with_placed_file_writes_ilsvrc_submission(tmp_path, p
     for line in lines:
         index, label, score, x1, y1, x2, y2 = line.split()
         assert index == "1" and 1 <= int(label) <= 200 and 1 <= int(x1) <= int(x2) and 1 <= int(y1) <= int(y2)
+
+
+def test_overlapped_proposal_workers_match_in_process(checkpoint, photos, tmp_path):
+    """Selective search in worker processes (overlapped with classification) gives the same detections as
+    in-process, and an unreadable image in the folder stops the run with its own name."""
+    from backbone.errors import InputError
+
+    detector = Detector(Ensemble.from_checkpoints([checkpoint]), DetectorConfig(fast=True), device="cpu")
+    paths = sorted(photos.iterdir())
+    inline = [r for r, _ in detector.detect_paths(paths, workers=1)]
+    pooled = [r for r, _ in detector.detect_paths(paths, workers=2)]
+    assert [r.path for r in inline] == [r.path for r in pooled]
+    for a, b in zip(inline, pooled):
+        assert a.num_proposals == b.num_proposals
+        torch.testing.assert_close(a.detections.boxes, b.detections.boxes)
+        torch.testing.assert_close(a.detections.scores, b.detections.scores)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(InputError, match="broken.jpg"):
+        list(detector.detect_paths([paths[0], bad], workers=2))
