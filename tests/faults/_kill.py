@@ -1,0 +1,59 @@
+"""Run a console script in a child process, slowed down per image read, and SIGKILL it at a chosen moment.
+
+The child imports ``backbone.images`` first and wraps ``read_image`` with a sleep, so the modules imported
+after it (the data sets of every training command) read slowly: the test can see a checkpoint appear and
+kill the process before it finishes, without timing luck.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[2]
+
+_SLOW_MAIN = """
+import sys, time
+import backbone.images as images
+_read, _delay = images.read_image, float(sys.argv[1])
+def slow_read(*args, **kwargs):
+    time.sleep(_delay)
+    return _read(*args, **kwargs)
+images.read_image = slow_read
+from {module} import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def start_slowed(module: str, argv: list[str], *, delay: float) -> subprocess.Popen:
+    """Start ``module.main(argv)`` (``backbone.cli`` or ``detect.cli``) in a child, ``delay`` s per image read."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "GOINGDEEPER_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-c", _SLOW_MAIN.format(module=module), str(delay), *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], *, timeout: float = 240,
+              poll: float = 0.02) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true. Fails if it exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the process ended (code {proc.returncode}) before it could be killed:\n{err[-2000:]}")
+        try:
+            if ready():
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate(timeout=60)
+                assert proc.returncode == -signal.SIGKILL
+                return
+        except (OSError, EOFError, RuntimeError):  # a file being replaced while we look: look again
+            pass
+        time.sleep(poll)
+    proc.kill()
+    proc.communicate()
+    raise AssertionError(f"condition not reached within {timeout} s")
