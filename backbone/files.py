@@ -1,4 +1,4 @@
-"""Atomic output files: write to a temporary file beside the target, then rename.
+"""Files users give and get: JSON input with one-line errors, and atomic outputs (temp file + rename).
 
 A killed process therefore leaves either the old file or the complete new one, never half of one.
 Outputs may not overwrite a file the user gave as input.
@@ -45,6 +45,26 @@ def atomic_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a user's JSON file; every failure is one :class:`InputError` line naming the file.
+
+    NaN/Infinity literals parse (Python's json accepts them): callers that need finite numbers check."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file")
+    if p.is_dir():
+        raise InputError(p, "is a folder, expected a JSON file")
+    try:
+        with open(p, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise InputError(p, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except UnicodeDecodeError:
+        raise InputError(p, "not valid JSON (not UTF-8 text)") from None
+    except OSError as err:
+        raise InputError(p, f"cannot read ({err.strerror or err})") from None
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, **kwargs: Any) -> None:

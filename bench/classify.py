@@ -28,7 +28,7 @@ import skimage.data
 import torch
 import torchvision
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (bench/proposals.py would shadow the package)
 
 from backbone.fuse import fold_batchnorm_  # noqa: E402
 from backbone.googlenet import googlenet  # noqa: E402

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path[0] = str(REPO)  # the repo, not bench/ (bench/proposals.py would shadow the package)
 
 #: Stage times are this process's CPU seconds: on a shared machine wall-clock time mostly measures the
 #: neighbours (all three paths are single-threaded). Wall-clock total is reported beside them.
@@ -79,10 +80,9 @@ def make_detections(gt: dict, per_image: int, seed: int) -> list[dict]:
     return out
 
 
-def run_pycocotools(gt_path: Path, dets_path: Path) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+def _run_api(COCO, COCOeval, gt_path: Path, dets_path: Path) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """The plain pycocotools sequence, timed per stage, with an API of the same shape (pycocotools or
+    faster-coco-eval's drop-in classes)."""
     t = {}
     with contextlib.redirect_stdout(io.StringIO()):
         start, wall = clock(), time.perf_counter()
@@ -96,7 +96,14 @@ def run_pycocotools(gt_path: Path, dets_path: Path) -> tuple[dict[str, float], n
             t[stage] = clock() - s
     t["total"] = clock() - start
     t["wall"] = time.perf_counter() - wall
-    return t, np.asarray(ev.stats), np.asarray(ev.eval["precision"])
+    return t, np.asarray(ev.stats[:12]), np.asarray(ev.eval["precision"])
+
+
+def run_pycocotools(gt_path: Path, dets_path: Path) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    return _run_api(COCO, COCOeval, gt_path, dets_path)
 
 
 def run_ours(gt_path: Path, dets_path: Path) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
@@ -124,20 +131,7 @@ def run_faster_coco_eval(gt_path: Path, dets_path: Path) -> tuple[dict[str, floa
         from faster_coco_eval import COCO, COCOeval_faster
     except ImportError:
         return None
-    t = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        start, wall = clock(), time.perf_counter()
-        gt = COCO(str(gt_path))
-        dt = gt.loadRes(str(dets_path))
-        t["load"] = clock() - start
-        ev = COCOeval_faster(gt, dt, "bbox")
-        for stage in ("evaluate", "accumulate", "summarize"):
-            s = clock()
-            getattr(ev, stage)()
-            t[stage] = clock() - s
-    t["total"] = clock() - start
-    t["wall"] = time.perf_counter() - wall
-    return t, np.asarray(ev.stats[:12]), np.asarray(ev.eval["precision"])
+    return _run_api(COCO, COCOeval_faster, gt_path, dets_path)
 
 
 def main(argv: list[str] | None = None) -> int:

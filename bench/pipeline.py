@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[0] = str(REPO)  # the repo, not bench/ (bench/proposals.py would shadow the package)
 
 from detect.classifier import Ensemble, RegionClassifier  # noqa: E402
 from detect.pipeline import Detector, DetectorConfig  # noqa: E402

@@ -20,7 +20,6 @@ the image should be, and whoever reads pixels gets ``read_image``'s error if it 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor
 
 from backbone.errors import InputError
+from backbone.files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -131,22 +131,6 @@ def _number(value: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- COCO
-def _load_json(path: Path) -> Any:
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if path.is_dir():
-        raise InputError(path, "is a folder, expected a JSON file")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise InputError(path, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "not valid JSON (not UTF-8 text)") from None
-    except OSError as err:
-        raise InputError(path, f"cannot read ({err.strerror or err})") from None
-
-
 def _require_list(path: Path, data: dict, key: str) -> list:
     if key not in data:
         raise InputError(path, f"not a COCO instances file: no '{key}' field")
@@ -181,7 +165,7 @@ def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None =
             that is not four finite numbers, a non-positive image size.
     """
     path = Path(annotations).resolve()
-    data = _load_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise InputError(path, "not a COCO instances file: expected a JSON object with 'images', "
                                "'annotations' and 'categories'")

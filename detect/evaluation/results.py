@@ -17,7 +17,6 @@ is the edge where they meet the files' conventions:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from torchvision.ops import box_convert
 
 from backbone.errors import InputError
+from backbone.files import read_json
 from detect.datasets import DetectionDataset
 from detect.structures import Detections
 
@@ -121,20 +121,7 @@ def check_coco_results(results: Any, dataset: DetectionDataset, path: str | os.P
 def load_coco_results(path: str | os.PathLike, dataset: DetectionDataset) -> list[dict]:
     """Read and check a COCO results JSON file (see :func:`check_coco_results`)."""
     p = Path(path)
-    if not p.exists():
-        raise InputError(p, "no such file")
-    if p.is_dir():
-        raise InputError(p, "is a folder, expected a JSON results file")
-    try:
-        with open(p, "rb") as f:
-            # NaN/Infinity literals parse (Python's json accepts them) and are refused by the check below.
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise InputError(p, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    except UnicodeDecodeError:
-        raise InputError(p, "not valid JSON (not UTF-8 text)") from None
-    except OSError as err:
-        raise InputError(p, f"cannot read ({err.strerror or err})") from None
+    data = read_json(p)  # NaN/Infinity parse here and are refused by the check
     return check_coco_results(data, dataset, p)
 
 
