@@ -56,6 +56,17 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_intra_op_thread():
+    """One intra-op thread for the whole suite: the subprocess tests (torchrun, kill-and-resume) run with
+    OMP_NUM_THREADS=1 and compare numbers with in-process runs, and on a busy machine OpenMP's spin-waiting
+    threads cost several times the work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch() -> None:
     torch.manual_seed(0)

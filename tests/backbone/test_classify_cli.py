@@ -20,13 +20,6 @@ from backbone.preprocess import Preprocessing
 CLASSES = ["astronaut", "flag", "rocket"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The machine's cores are shared: one intra-op thread avoids OpenMP spin-wait contention (~5x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -18,13 +18,6 @@ from backbone.googlenet import (
     googlenet_loss,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The machine's cores are shared: one intra-op thread avoids OpenMP spin-wait contention (~5x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 SIZE = 112  # fully convolutional + adaptive pools: equivalence at 112 tests the same code at 1/4 the cost

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-import torch
 import torchvision
 
 from backbone.cli import main as backbone_main
@@ -13,13 +12,6 @@ from backbone.googlenet import INCEPTION_WIDTHS, googlenet
 from backbone.summary import TABLE1, format_mult_adds, format_params, format_summary, summarize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The machine's cores are shared: one intra-op thread avoids OpenMP spin-wait contention (~5x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

@@ -20,13 +20,6 @@ from backbone.preprocess import Preprocessing, preprocess, resize
 from backbone.weights import IMAGENET_FILE, imagenet_classes, imagenet_wnids, imagenet_weights_path, load_classifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The machine's cores are shared: one intra-op thread avoids OpenMP spin-wait contention (~5x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()
