@@ -152,7 +152,7 @@ def test_propose_batch_matches_single_and_accepts_tensors(rng: np.random.Generat
 
 
 def test_save_and_load_round_trip_on_the_real_trunk(tmp_path, rng: np.random.Generator) -> None:
-    from proposals.multibox import build_multibox, load_multibox, save_multibox
+    from proposals.multibox import build_multibox, save_multibox
 
     model = build_multibox(PRIORS, MultiBoxConfig(num_priors=4, input_size=64, top_k=3)).eval()
     path = tmp_path / "mb.pt"
