@@ -15,14 +15,22 @@ import time
 from pathlib import Path
 from typing import Callable
 
+
+def lines(path: Path) -> int:
+    """Number of lines in ``path`` (0 when it does not exist yet)."""
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
 REPO = Path(__file__).resolve().parents[2]
 
 _SLOW_MAIN = """
-import sys, time
+import os, sys, time
 import backbone.images as images
-_read, _delay = images.read_image, float(sys.argv[1])
+_read, _delay, _log = images.read_image, float(sys.argv[1]), os.environ.get("FAULTS_READ_LOG")
 def slow_read(*args, **kwargs):
     time.sleep(_delay)
+    if _log:  # one line per image read, for the test to watch progress
+        with open(_log, "a") as f:
+            f.write(str(args[0]) + "\\n")
     return _read(*args, **kwargs)
 images.read_image = slow_read
 from {module} import main
@@ -30,9 +38,12 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def start_slowed(module: str, argv: list[str], *, delay: float) -> subprocess.Popen:
-    """Start ``module.main(argv)`` (``backbone.cli`` or ``detect.cli``) in a child, ``delay`` s per image read."""
+def start_slowed(module: str, argv: list[str], *, delay: float, read_log: Path | None = None) -> subprocess.Popen:
+    """Start ``module.main(argv)`` (``backbone.cli`` or ``detect.cli``) in a child, ``delay`` s per image read;
+    with ``read_log``, the child appends each image path it reads to that file."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "GOINGDEEPER_OFFLINE": "1"}
+    if read_log is not None:
+        env["FAULTS_READ_LOG"] = str(read_log)
     return subprocess.Popen([sys.executable, "-c", _SLOW_MAIN.format(module=module), str(delay), *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
 

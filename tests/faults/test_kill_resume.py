@@ -26,13 +26,6 @@ from ._tiny_data import coco_set, image_folder
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the child runs with OMP_NUM_THREADS=1: same kernels, same numbers
-    yield
-    torch.set_num_threads(before)
-
 
 def _mid_epoch_checkpoint(last: Path) -> bool:
     if not last.exists():
