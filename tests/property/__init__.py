@@ -1,0 +1,1 @@
+"""Property tests (hypothesis) of box conversion, warping, NMS, evaluators and selective search."""
