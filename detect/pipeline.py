@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from backbone.errors import InputError
 from backbone.images import MAX_PIXELS, read_image
 from detect.structures import Detections
 from proposals.types import Proposals
@@ -51,6 +52,19 @@ class DetectorConfig:
     compile: bool = False             # torch.compile the classifiers (CUDA: ~2x crops/s, ~30 s start-up)
     max_pixels: int = MAX_PIXELS      # refuse larger images (see backbone.images)
     seed: int = 0                     # selective search's ranking randomness
+
+    def __post_init__(self) -> None:
+        # `not a <= x <= b` is also true for NaN
+        if self.proposals not in ("paper", "ss", "multibox"):
+            raise ValueError(f"proposals must be 'paper', 'ss' or 'multibox', got {self.proposals!r}")
+        for name in ("nms_iou", "score_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if not self.superpixel_scale > 0 or not np.isfinite(self.superpixel_scale):
+            raise ValueError(f"--superpixel-scale must be a positive number, got {self.superpixel_scale}")
+        for name in ("multibox_top_k", "fast_max_proposals", "max_detections", "batch_size", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,10 +92,23 @@ class ImageResult:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU."""
+    """``"auto"``/None -> CUDA when available, else CPU.
+
+    Raises:
+        InputError: a string torch does not know as a device, or a CUDA device that is not there.
+    """
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise InputError(None, f"--device {device!r} is not a device (expected cpu, cuda, cuda:1 ...)") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(None, f"--device {device}: no CUDA device is available; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return resolved
 
 
 def _ss_config(config: DetectorConfig):

@@ -117,10 +117,13 @@ def main(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     if args.out is not None and args.out.suffix.lower() in IMAGE_SUFFIXES:
         raise InputError(args.out, "--out must be a .json file, not an image")
-    config = DetectorConfig(
-        proposals=args.proposals, fast=args.fast, nms_iou=args.nms_iou, score_threshold=args.score_threshold,
-        max_detections=args.max_detections, superpixel_scale=args.superpixel_scale,
-        batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile)
+    try:
+        config = DetectorConfig(
+            proposals=args.proposals, fast=args.fast, nms_iou=args.nms_iou, score_threshold=args.score_threshold,
+            max_detections=args.max_detections, superpixel_scale=args.superpixel_scale,
+            batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile)
+    except ValueError as err:  # an option out of range: one line, before any model is loaded
+        raise InputError(None, str(err)) from None
     device = resolve_device(args.device)
     shard = init_shard(device)
     device = local_device(device)
