@@ -1,0 +1,38 @@
+"""Out-of-range options and impossible devices: one line naming the option, exit code 2, no traceback,
+nothing loaded or written. (Regression: `detect run` let DetectorConfig/PostprocessConfig ValueErrors and
+torch.device RuntimeErrors escape as tracebacks.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detect.cli import main as detect_main
+
+from .conftest import assert_refused, run_cli
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--score-threshold", "2", "--score-threshold must be in [0, 1]"),
+    ("--nms-iou", "nan", "--nms-iou must be in [0, 1]"),
+    ("--nms-iou", "-0.1", "--nms-iou must be in [0, 1]"),
+    ("--max-detections", "0", "--max-detections must be >= 1"),
+    ("--batch-size", "0", "--batch-size must be >= 1"),
+    ("--superpixel-scale", "-1", "--superpixel-scale must be a positive number"),
+    ("--superpixel-scale", "inf", "--superpixel-scale must be a positive number"),
+    ("--max-pixels", "0", "--max-pixels must be >= 1"),
+    ("--device", "tpu", "is not a device"),
+    ("--device", "cuda:7" if torch.cuda.is_available() else "cuda", "CUDA device"),
+])
+def test_detect_run_refuses_bad_options(corpus, tiny_checkpoint, tmp_path, option, value, expected):
+    out = tmp_path / "dets.json"
+    outcome = run_cli(detect_main, ["run", str(corpus["grayscale_png"].path), "--weights", str(tiny_checkpoint),
+                                    "--fast", "--workers", "0", "--out", str(out), option, value])
+    line = assert_refused(outcome, "detect", outputs=[out])
+    assert expected in line, line
+
+
+def test_detect_eval_weights_refuses_a_missing_device(corpus, tiny_checkpoint, tmp_path):
+    outcome = run_cli(detect_main, ["eval", "--annotations", str(corpus["coco_valid"].path), "--weights",
+                                    str(tiny_checkpoint), "--fast", "--device", "tpu", "--out", str(tmp_path / "ev")])
+    assert "is not a device" in assert_refused(outcome, "detect", outputs=[tmp_path / "ev" / "summary.json"])
