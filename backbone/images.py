@@ -88,13 +88,23 @@ def _quiet_imdecode(buf: np.ndarray) -> np.ndarray | None:
 
 
 def _is_truncated(path: Path, data: bytes) -> bool:
-    """OpenCV silently decodes a truncated JPEG (grey bottom rows); check the end-of-image markers."""
-    suffix = path.suffix.lower()
-    if data[:3] == b"\xff\xd8\xff":  # JPEG: must end with EOI (allow trailing padding)
-        return b"\xff\xd9" not in data[-64:]
-    if data[:8] == b"\x89PNG\r\n\x1a\n":  # PNG: must contain the IEND chunk
-        return b"IEND" not in data[-32:]
-    del suffix
+    """OpenCV silently decodes a truncated JPEG (grey bottom rows) or PNG; check the file's structure.
+
+    JPEG: the end-of-image marker must follow the last start-of-scan marker (an EXIF thumbnail has its
+    own EOI earlier; bytes some cameras append after the EOI are allowed). PNG: the chunks, walked by
+    their lengths, must reach ``IEND`` (bytes after it are allowed).
+    """
+    del path
+    if data[:3] == b"\xff\xd8\xff":
+        return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        pos = 8
+        while pos + 8 <= len(data):
+            length = int.from_bytes(data[pos: pos + 4], "big")
+            if data[pos + 4: pos + 8] == b"IEND":
+                return False
+            pos += 12 + length  # length, type, data, CRC
+        return True
     return False
 
 
