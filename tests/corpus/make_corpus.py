@@ -172,6 +172,14 @@ def make_images(root: Path) -> list[Kind]:
     kinds.append(Kind("non_ascii_space_path", p, "image", True, note="non-ASCII folder and file name with spaces",
                       meta={"size": (h, w)}))
     add("wrong_suffix_png_as_jpg", "really_png.jpg", png, True, note="a PNG named .jpg", size=(h, w))
+    add("jpeg_trailing_bytes", "trailing.jpg", jpg + b"\x00" * 300, True, size=(h, w),
+        note="300 bytes after the end-of-image marker (some cameras append data)")
+    add("png_trailing_bytes", "trailing_iend.png", png + b"extra" * 60, True, size=(h, w),
+        note="300 bytes after the IEND chunk")
+    big = _jpeg_bytes(Image.fromarray(_photo(120, 160, seed=1)))
+    comment = b"\xff\xfe\x00\x06\xff\xd9\x00\x00"  # a COM segment holding an EOI-like pair (as thumbnails do)
+    add("jpeg_cut_tail_with_early_eoi", "cut_tail.jpg", big[:2] + comment + big[2:-200], False,
+        "truncated|corrupt", "last 200 bytes missing; an earlier segment holds the bytes FF D9")
     return kinds
 
 
@@ -283,12 +291,16 @@ def make_xml(root: Path) -> list[Kind]:
     }
     kinds = []
     img = Image.fromarray(_photo())
+    results = root / "xml" / "results_a.json"  # one perfect detection of the valid file's box
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps([{"image_id": "a", "category_id": "n02691156", "bbox": [8, 6, 20, 16],
+                                    "score": 0.9}]))
     for name, (text, valid, problem) in cases.items():
         d = root / "xml" / name
         d.mkdir(parents=True, exist_ok=True)
         (d / "a.xml").write_text(text)
         img.save(d / "a.JPEG", format="JPEG")
-        kinds.append(Kind(name, d, "xml", valid, problem, meta={"file": d / "a.xml"}))
+        kinds.append(Kind(name, d, "xml", valid, problem, meta={"file": d / "a.xml", "results": results}))
     return kinds
 
 

@@ -27,10 +27,11 @@ from .make_corpus import _photo
 REPO = Path(__file__).resolve().parents[2]
 
 INVALID = ["empty_jpg", "truncated_jpg", "truncated_png", "jpeg_header_only", "text_as_jpg", "html_as_png",
-           "folder_as_image", "missing", "dangling_symlink", "no_permission", "huge_20000"]
+           "folder_as_image", "missing", "dangling_symlink", "no_permission", "huge_20000",
+           "jpeg_cut_tail_with_early_eoi"]
 VALID = ["grayscale_png", "grayscale_jpg", "rgba_png", "palette_png", "gray16_png", "rgb16_png", "cmyk_jpg",
          "exif_rotated_jpg", "one_pixel", "one_by_5000", "5000_by_1", "non_ascii_space_path",
-         "wrong_suffix_png_as_jpg"]
+         "wrong_suffix_png_as_jpg", "jpeg_trailing_bytes", "png_trailing_bytes"]
 
 
 def _skip_permission_case_as_root(name: str) -> None:
