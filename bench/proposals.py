@@ -33,6 +33,7 @@ Prints a markdown table; ``--out FILE.json`` also saves the numbers.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import subprocess
 import sys
@@ -165,21 +166,23 @@ def main(argv: list[str] | None = None) -> int:
         for cores in args.cores:
             cv_boxes, cv_time = run_opencv(args.opencv_python, paths, cores, folder)
             cv_stats = proposal_recall(cv_boxes, gts, labels)
-            our_boxes, our_time = run_ours(paths, ours_cfg, cores)
-            our_stats = proposal_recall(our_boxes, gts, labels)
-            cut = [b[: len(c)] for b, c in zip(our_boxes, cv_boxes)]
-            cut_stats = proposal_recall(cut, gts, labels)
-            x2_boxes, x2_time = run_ours(paths, SelectiveSearchConfig(superpixel_scale=2, max_width=WIDTH), cores)
-            x2_stats = proposal_recall(x2_boxes, gts, labels)
-            tag = f"{cores} core{'s' if cores > 1 else ''}"
-            new = [row(f"OpenCV {cv_time['version']} SS fast, setNumThreads({cores})", cv_stats, cv_time, n, None),
-                   row(f"ours fast, workers={cores}", our_stats, our_time, n, cv_time),
-                   row("ours fast, cut to OpenCV's box count per image", cut_stats, None, n, None),
-                   row(f"ours fast, superpixel_scale=2, workers={cores}", x2_stats, x2_time, n, cv_time)]
-            lines += new
-            print("\n".join(new), flush=True)  # partial results survive an interrupted run
-            results[tag] = {"opencv": {**cv_stats.__dict__, **cv_time}, "ours": {**our_stats.__dict__, **our_time},
-                            "ours_cut": cut_stats.__dict__, "ours_x2": {**x2_stats.__dict__, **x2_time}}
+            rows = [row(f"OpenCV {cv_time['version']} SS fast, setNumThreads({cores})", cv_stats, cv_time, n, None)]
+            print(rows[0], flush=True)
+            results[f"{cores} cores"] = {"opencv": {**cv_stats.__dict__, **cv_time}}
+            for name, cfg in (("ours fast (R-CNN: min_size=20)", ours_cfg),
+                              ("ours fast, min_size=0 (no size filter, as OpenCV)", replace(ours_cfg, min_size=0)),
+                              ("ours fast, superpixel_scale=2", replace(ours_cfg, superpixel_scale=2)),
+                              ("ours fast, superpixel_scale=2, min_size=0",
+                               replace(ours_cfg, superpixel_scale=2, min_size=0))):
+                boxes, timing = run_ours(paths, cfg, cores)
+                stats = proposal_recall(boxes, gts, labels)
+                cut = proposal_recall([b[: len(c)] for b, c in zip(boxes, cv_boxes)], gts, labels)
+                new = [row(f"{name}, workers={cores}", stats, timing, n, cv_time),
+                       row("  same, cut to OpenCV's box count per image", cut, None, n, None)]
+                print("\n".join(new), flush=True)  # partial results survive an interrupted run
+                rows += new
+                results[f"{cores} cores"][name] = {**stats.__dict__, **timing, "cut_to_opencv": cut.__dict__}
+            lines += rows
     print(f"\n{n} coco128 images resized to width {WIDTH}, {sum(len(g) for g in gts)} ground-truth boxes\n")
     print("\n".join(lines))
     if args.out is not None:
