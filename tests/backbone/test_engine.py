@@ -86,7 +86,7 @@ def test_worker_count_does_not_change_the_result(tmp_path):
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # as the suite (conftest): bitwise equal
     proc = subprocess.Popen([sys.executable, str(Path(tasks.__file__)), str(out), "--epochs", "3",
                              "--dropout", "0.3", "--item-delay", "0.02"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
