@@ -101,3 +101,37 @@ def test_eval_with_model_of_other_classes_refused(tmp_path, corpus):
     outcome = run_cli(detect_main, ["eval", "--annotations", str(corpus["coco_valid"].path), "--weights", str(other),
                                     "--fast", "--device", "cpu", "--out", str(tmp_path / "ev")])
     assert_refused(outcome, "detect", names=other, outputs=[tmp_path / "ev" / "summary.json"])
+
+
+@pytest.mark.parametrize("name", ["ckpt_empty", "ckpt_pickle_code_zip", "ckpt_truncated", "ckpt_other_arch_our_format"])
+def test_checkpoint_kinds_refused_by_training_and_multibox_options(corpus, tiny_checkpoint, tmp_path, name):
+    """Initial weights of the three training commands, `backbone eval --weights`, and `--multibox-weights`."""
+    kind = corpus[name]
+    coco, image = corpus["coco_valid"].path, corpus["grayscale_png"].path
+    folder = tmp_path / "folder"
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+        for src in ("grayscale_png", "rgba_png"):
+            (folder / cls / corpus[src].path.name).write_bytes(corpus[src].path.read_bytes())
+    common = ["--annotations", str(coco), "--images", str(coco.parent)]
+    runs = [
+        (detect_main, ["run", str(image), "--weights", str(tiny_checkpoint), "--multibox-weights", str(kind.path),
+                       "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "d.json")], [tmp_path / "d.json"]),
+        (detect_main, ["train", *common, "--proposals", "jitter", "--weights", str(kind.path), "--crop-size", "32",
+                       "--padding", "4", "--batch-size", "4", "--out", str(tmp_path / "t")],
+         [tmp_path / "t" / "model.pt", tmp_path / "t" / "last.pt"]),
+        (detect_main, ["multibox", "train", *common, "--weights", str(kind.path), "--input-size", "64", "--priors",
+                       "2", "--batch-size", "1", "--out", str(tmp_path / "m")],
+         [tmp_path / "m" / "model.pt", tmp_path / "m" / "last.pt"]),
+        (backbone_main, ["train", "--data", str(folder), "--weights", str(kind.path), "--image-size", "32",
+                         "--batch-size", "2", "--out", str(tmp_path / "b")],
+         [tmp_path / "b" / "model.pt", tmp_path / "b" / "last.pt"]),
+        (backbone_main, ["eval", "--data", str(folder), "--weights", str(kind.path)], []),
+    ]
+    for main, argv, outputs in runs:
+        prog = "detect" if main is detect_main else "backbone"
+        outcome = run_cli(main, argv)
+        line = assert_refused(outcome, prog, names=kind.path, outputs=outputs)
+        assert any(p.lower() in line.lower() for p in kind.problem.split("|")), (argv[0], line)
+    if "marker" in kind.meta:
+        assert not kind.meta["marker"].exists()
