@@ -16,6 +16,13 @@ from typing import Any, Iterable, Iterator
 from backbone.errors import InputError
 
 
+def _umask() -> int:
+    """The process' umask (read by setting and restoring it: os offers no plain getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success rename it onto ``path``.
@@ -36,7 +43,10 @@ def atomic_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
     if target.is_dir():
         raise InputError(target, "output path is a folder, expected a file")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:  # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask)
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
