@@ -113,6 +113,20 @@ def ilsvrc_submission(ordered: list[ImageResult], class_names: list[str], catego
     return to_ilsvrc_submission({i + 1: r.detections for i, r in enumerate(ordered)}, dataset)
 
 
+def unique_vis_names(paths: list[Path]) -> list[str]:
+    """File names for the annotated copies of ``paths``, one per input, none twice: ``<stem>.jpg``; when
+    another input already took it (``a/x.png`` and ``b/x.jpg``), ``<stem>_<suffix>.jpg``, then a counter."""
+    used: set[str] = set()
+    names = []
+    for p in paths:
+        candidates = [f"{p.stem}.jpg", f"{p.stem}_{p.suffix.lstrip('.').lower()}.jpg"]
+        candidates += (f"{p.stem}_{k}.jpg" for k in range(2, len(paths) + 3))
+        name = next(c for c in candidates if c not in used)
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def main(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     if args.out is not None and args.out.suffix.lower() in IMAGE_SUFFIXES:
@@ -131,6 +145,7 @@ def main(args: argparse.Namespace) -> int:
     names = detector.class_names
     category_ids = list(getattr(detector.classifier, "category_ids", None) or range(1, len(names) + 1))
 
+    vis_names = unique_vis_names(paths)  # from the whole list: every rank names files the same way
     mine = shard.take(paths)
     start = time.perf_counter()
     results: list[tuple[int, ImageResult]] = []
@@ -140,8 +155,7 @@ def main(args: argparse.Namespace) -> int:
         if args.save_vis is not None:
             from detect.visualize import save_visualization
 
-            save_visualization(args.save_vis / f"{result.path.stem}.jpg", image, result.detections, names,
-                               inputs=paths)
+            save_visualization(args.save_vis / vis_names[index], image, result.detections, names, inputs=paths)
     ordered = shard.gather(results)
     finish(shard)
     if ordered is None:  # not rank 0
