@@ -60,7 +60,9 @@ class SelectiveSearchConfig:
     strategy: str = "fast"  # "fast" | "quality" | "single" (Uijlings et al. section 5.2), see STRATEGIES
     superpixel_scale: float = 1.0  # multiplies Felzenszwalb k and min size; GoogLeNet paper section 8 uses 2
     max_width: int | None = 500  # R-CNN resizes images to width 500 before selective search; None = never
-    min_size: int = 20  # drop boxes narrower or lower than this (original pixels); whole image always kept
+    # drop boxes narrower or lower than this, in original pixels (R-CNN drops < 20 px at the 500-px scale);
+    # the whole-image box is always kept. 0 keeps everything (as OpenCV does): more recall of small objects
+    min_size: int = 20
     seed: int = 0  # seeds the random part of the ranking (Uijlings et al. section 4.1)
     sigma: float = 0.8  # Felzenszwalb pre-smoothing (Uijlings et al. / R-CNN)
 
