@@ -135,3 +135,25 @@ def test_checkpoint_kinds_refused_by_training_and_multibox_options(corpus, tiny_
         assert any(p.lower() in line.lower() for p in kind.problem.split("|")), (argv[0], line)
     if "marker" in kind.meta:
         assert not kind.meta["marker"].exists()
+
+
+@pytest.mark.parametrize("name", ["ckpt_truncated", "ckpt_pickle_code_zip", "ckpt_empty"])
+def test_broken_imagenet_file_in_the_hub_cache(corpus, tmp_path, monkeypatch, name):
+    """The default weights (torchvision's ImageNet file in torch hub's cache) damaged or replaced: `backbone
+    classify` and zero-shot `detect run` name that file in one line; nothing is downloaded over it."""
+    kind = corpus[name]
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    target = cache / "googlenet-1378be20.pth"
+    target.write_bytes(kind.path.read_bytes())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("GOINGDEEPER_OFFLINE", "1")
+    image = corpus["grayscale_png"].path
+    for prog, main, argv in [("backbone", backbone_main, ["classify", str(image)]),
+                             ("detect", detect_main, ["run", str(image), "--fast", "--workers", "0", "--device", "cpu",
+                                                      "--out", str(tmp_path / "d.json")])]:
+        line = assert_refused(run_cli(main, argv), prog, names=target, outputs=[tmp_path / "d.json"])
+        assert any(p.lower() in line.lower() for p in kind.problem.split("|")), line
+    assert target.read_bytes() == kind.path.read_bytes()
+    if "marker" in kind.meta:
+        assert not kind.meta["marker"].exists()
