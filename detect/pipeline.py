@@ -287,23 +287,30 @@ def load_detector(weights: Sequence[str] | None, config: DetectorConfig = Detect
 
 def detect_dataset(dataset, weights: Sequence[str] | None, *, device: str = "auto", proposals: str = "paper",
                    fast: bool = False, multibox_weights: str | None = None, workers: int = 1,
-                   progress: bool = False) -> dict:
+                   progress: bool = False) -> dict | None:
     """Run the detector over every image of a ``detect.datasets.DetectionDataset``.
+
+    Under ``torchrun`` each rank detects its shard of the images and rank 0 gathers them
+    (:mod:`detect.sharding`); other ranks return None.
 
     Returns ``{image_id: Detections}`` (the data set's own ids), ready for ``detect.evaluation``.
     """
     from backbone.errors import InputError
+    from detect.sharding import finish, init_shard, local_device
 
     config = DetectorConfig(proposals=proposals, fast=fast)
-    detector = load_detector(weights, config, multibox_weights=multibox_weights, device=device)
+    resolved = resolve_device(device)
+    shard = init_shard(resolved)
+    detector = load_detector(weights, config, multibox_weights=multibox_weights, device=local_device(resolved))
     model_ids = [str(c) for c in detector.classifier.category_ids]
     data_ids = [str(c) for c in dataset.category_ids]
     if model_ids != data_ids:  # labels are positions in these lists: they must agree exactly
         raise InputError(weights[0] if weights else "zero-shot ImageNet model",
                          f"model classes ({len(model_ids)}: {', '.join(model_ids[:3])}, ...) differ from those "
                          f"of {dataset.source} ({len(data_ids)}: {', '.join(data_ids[:3])}, ...) in number or order")
-    paths = [r.file for r in dataset.records]
-    out = {}
-    for record, (result, _) in zip(dataset.records, detector.detect_paths(paths, workers=workers, progress=progress)):
-        out[record.image_id] = result.detections
-    return out
+    mine = shard.take(dataset.records)
+    runs = detector.detect_paths([r.file for _, r in mine], workers=workers, progress=progress and shard.is_main)
+    results = [(i, (record.image_id, result.detections)) for (i, record), (result, _) in zip(mine, runs)]
+    gathered = shard.gather(results)
+    finish(shard)
+    return None if gathered is None else dict(gathered)

@@ -6,6 +6,7 @@ Examples:
   detect eval --annotations ILSVRC/Annotations/DET/val --image-set ILSVRC/ImageSets/DET/val.txt \\
       --results dets.json --out eval/            # ILSVRC devkit rule, mAP over the 200 classes
   detect eval --annotations ann.json --images imgs/ --weights rc1.pt rc2.pt --out eval/   # run, then evaluate
+  torchrun --nproc-per-node 8 -m detect eval --annotations ann.json --images imgs/ --weights rc1.pt --out eval/
 
 Ground truth is a COCO instances JSON file or a folder of VOC/ILSVRC-style XML files. Results are a COCO
 results JSON list ({"image_id", "category_id", "bbox": [x, y, w, h], "score"}) with the ground truth's own
@@ -73,7 +74,7 @@ def _read_ground_truth(args: argparse.Namespace) -> DetectionDataset:
     return read_dataset(args.annotations, args.images, **kwargs)
 
 
-def _detect(args: argparse.Namespace, dataset: DetectionDataset) -> list[dict]:
+def _detect(args: argparse.Namespace, dataset: DetectionDataset) -> list[dict] | None:
     try:
         from detect.pipeline import detect_dataset
     except ImportError as err:
@@ -81,6 +82,8 @@ def _detect(args: argparse.Namespace, dataset: DetectionDataset) -> list[dict]:
     kwargs = {"multibox_weights": args.multibox_weights} if args.multibox_weights else {}
     dets = detect_dataset(dataset, list(args.weights), device=args.device, proposals=args.proposals,
                           fast=args.fast, progress=wants_progress(), **kwargs)
+    if dets is None:  # a torchrun rank other than 0: its detections went to rank 0
+        return None
     try:
         return to_coco_results(dets, dataset)
     except ValueError as err:  # labels beyond the ground truth's K classes: a model for other classes
@@ -105,6 +108,8 @@ def main(args: argparse.Namespace) -> int:
         results = load_coco_results(args.results, dataset)
     else:
         results = _detect(args, dataset)
+        if results is None:  # not rank 0 under torchrun
+            return 0
         if args.out is not None:
             write_json(args.out / "detections.json", results, inputs=inputs)
             if dataset.kind == "ilsvrc":
