@@ -133,13 +133,24 @@ class CocoGroundTruth:
     class_names: list[str]
 
 
+def _with_defaults(ann: dict) -> dict:
+    """A raw annotation with COCO's ``area`` and ``iscrowd`` filled in where the file leaves them out (our
+    reader treats them as optional; pycocotools' evaluator reads both and would raise KeyError)."""
+    if "area" in ann and "iscrowd" in ann:
+        return ann
+    _, _, w, h = ann["bbox"]
+    return {"iscrowd": 0, "area": w * h, **ann}
+
+
 def coco_ground_truth(dataset: DetectionDataset) -> CocoGroundTruth:
     """Build pycocotools' ground truth for ``dataset`` (see the module docstring for the two ways)."""
     source = Path(dataset.source)
-    if dataset.kind == "coco" and source.is_file():
+    ids = [r.image_id for r in dataset.records]
+    if dataset.kind == "coco" and source.is_file() and len({type(i) for i in ids}) <= 1:
+        # (pycocotools sorts image ids: a file mixing numbers and strings takes the records' way below)
         with open(source, "rb") as f:
             raw = json.load(f)
-        ids = [r.image_id for r in dataset.records]
+        raw["annotations"] = [_with_defaults(ann) for ann in raw["annotations"]]
         return CocoGroundTruth(_api(raw), ids, {i: i for i in ids}, {c: c for c in dataset.category_ids},
                                list(dataset.class_names))
     images, anns = [], []
