@@ -19,6 +19,7 @@ folder's config hash; anything else (truncated, corrupt, other config) is recomp
 from __future__ import annotations
 
 import concurrent.futures as futures
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -79,7 +80,13 @@ def cache_dir(root: str | os.PathLike, method: ProposalMethod) -> Path:
 
 
 def entry_path(out_dir: str | os.PathLike, image_id: str | int) -> Path:
-    return Path(out_dir) / f"{_SAFE_ID.sub('_', str(image_id))}.pt"
+    """``out_dir/<image_id>.pt``; an id with characters unsafe in file names has them replaced by ``_`` and
+    a short hash of the id appended, so that ids such as ``a/b``, ``a b`` and ``a_b`` keep separate entries."""
+    raw = str(image_id)
+    safe = _SAFE_ID.sub("_", raw)
+    if safe != raw:
+        safe = f"{safe}-{hashlib.sha1(raw.encode('utf-8')).hexdigest()[:8]}"
+    return Path(out_dir) / f"{safe}.pt"
 
 
 def _read_entry(path: Path, config_hash: str | None) -> Proposals | None:
