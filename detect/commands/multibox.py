@@ -24,7 +24,7 @@ import logging
 import os
 from pathlib import Path
 
-from backbone.engine import TrainConfig, train
+from backbone.engine import TrainConfig, seed_everything, train
 from backbone.errors import InputError
 from backbone.files import write_json
 from backbone.images import expand_inputs, read_image
@@ -104,6 +104,7 @@ def train_main(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, num_priors=int(priors.shape[0]))
     if args.resume:
         _check_resume(args.out, config)
+    seed_everything(args.seed)  # --seed decides the initial weights too (the box head is always random)
     model = build_multibox(priors, config, weights=None if args.resume else args.weights)
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                weight_decay=args.weight_decay, polyak=args.polyak, workers=args.workers,
