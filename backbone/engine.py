@@ -209,7 +209,10 @@ class _Dist:
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(None, f"--device {name!r} is not a device (expected auto, cpu, cuda, cuda:1 ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(None, f"--device {name}: no CUDA device is available")
     return device

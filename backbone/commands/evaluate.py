@@ -64,8 +64,11 @@ def format_table(result: MultiCropResult, weights: list[str]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    try:
+        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                              "cpu" if args.device == "auto" else args.device)
+    except RuntimeError:
+        raise InputError(None, f"--device {args.device!r} is not a device (expected auto, cpu, cuda ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(None, f"--device {args.device}: no CUDA device is available")
     if args.batch_size < 1:
