@@ -33,7 +33,7 @@ from tqdm import tqdm
 from backbone.console import wants_progress
 from backbone.errors import InputError
 from backbone.images import MAX_PIXELS, read_image
-from backbone.preprocess import INTERPOLATIONS, Preprocessing
+from backbone.preprocess import MAX_ASPECT, INTERPOLATIONS, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ def multicrop(image: np.ndarray, crops: int, preprocessing: Preprocessing | None
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     # 3 x H x W uint8
     c = p.crop
+    if max(x.shape[-2:]) > MAX_ASPECT * min(x.shape[-2:]):
+        return _multicrop_elongated(x, crops, p)
     if crops == 1:
         return TF.center_crop(_resize_short(x, p.resize, p.interpolation), [c, c]).unsqueeze(0)
     if crops == 10:
@@ -94,6 +96,31 @@ def multicrop(image: np.ndarray, crops: int, preprocessing: Preprocessing | None
             out.extend(t.flip(-1) for t in six)
     return torch.stack(out)
     # 144 x 3 x c x c
+
+
+def _multicrop_elongated(x: Tensor, crops: int, p: Preprocessing) -> Tensor:
+    """:func:`multicrop` of an image longer than ``MAX_ASPECT`` times its width (e.g. 1 x 5000 px) without
+    resizing all of it: resized whole, such an image becomes a 352 x 1,760,000 strip (20 GB at 144 crops).
+    144 crops: each left/centre/right square is cut from the original and then resized (the same pixels, up
+    to rounding at its border); 1 and 10 crops: the long side is first cut to its central ``MAX_ASPECT``
+    shorter sides, which holds the 1-crop window whole (10 crops: the corners then come from that part)."""
+    c = p.crop
+    if crops in (1, 10):
+        short, (h, w) = min(x.shape[-2:]), x.shape[-2:]
+        keep = MAX_ASPECT * short
+        x = x[:, (h - keep) // 2: (h - keep) // 2 + keep, :] if h > w else x[:, :, (w - keep) // 2: (w - keep) // 2 + keep]
+        resized = _resize_short(x, p.resize, p.interpolation)
+        return (TF.center_crop(resized, [c, c]).unsqueeze(0) if crops == 1 else torch.stack(TF.ten_crop(resized, [c, c])))
+    out: list[Tensor] = []
+    squares = _squares(x)  # 3 x short x short each, from the original pixels
+    for scale in scales_for(c):
+        for original in squares:
+            square = TF.resize(original, [scale, scale], interpolation=INTERPOLATIONS[p.interpolation], antialias=True)
+            six = list(TF.five_crop(square, [c, c]))
+            six.append(TF.resize(square, [c, c], interpolation=INTERPOLATIONS[p.interpolation], antialias=True))
+            out.extend(six)
+            out.extend(t.flip(-1) for t in six)
+    return torch.stack(out)
 
 
 class MultiCropDataset(Dataset):
