@@ -240,3 +240,50 @@ def test_real_subprocess_errors_are_one_line(corpus, tiny_checkpoint, tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert len(lines) == 1 and ": error: " in lines[0] and "Traceback" not in proc.stderr, lines
         assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("crops", [1, 10, 144])
+def test_multicrop_of_an_elongated_image_resizes_little(monkeypatch, crops):
+    """Regression: `backbone eval` resized a 1 x 5000 image whole before cropping (352 x 1,760,000 per scale:
+    9 GB peak at 1 crop, 20 GB and 195 s at 144). Now no resize makes more than a few crops' worth of pixels."""
+    import importlib
+
+    import torchvision.transforms.functional as TF
+
+    from backbone.preprocess import Preprocessing
+    multicrop_module = importlib.import_module("backbone.multicrop")  # the module, not the function of that name
+    largest = []
+    real_resize = TF.resize
+
+    def recording_resize(img, size, *args, **kwargs):
+        out = real_resize(img, size, *args, **kwargs)
+        largest.append(out.shape[-2] * out.shape[-1])
+        return out
+
+    monkeypatch.setattr(multicrop_module.TF, "resize", recording_resize)
+    for shape in ((5000, 1, 3), (1, 5000, 3)):
+        image = np.full(shape, 77, dtype=np.uint8)
+        out = multicrop_module.multicrop(image, crops, Preprocessing())
+        assert out.shape == (crops, 3, 224, 224) and (out == 77).all()
+    assert max(largest) <= 4 * 352 * 352, f"a resize produced {max(largest):,} pixels"
+
+
+def test_preprocess_of_an_elongated_image_resizes_little(monkeypatch):
+    """The same for `backbone classify`'s one crop (backbone.preprocess), in-process."""
+    import importlib
+
+    from backbone.preprocess import Preprocessing
+    preprocess_module = importlib.import_module("backbone.preprocess")
+    largest = []
+    real_resize = preprocess_module.resize
+
+    def recording_resize(x, size, interpolation="bilinear"):
+        out = real_resize(x, size, interpolation)
+        largest.append(out.shape[-2] * out.shape[-1])
+        return out
+
+    monkeypatch.setattr(preprocess_module, "resize", recording_resize)
+    for shape in ((5000, 1, 3), (1, 5000, 3), (3, 4000, 3)):
+        out = preprocess_module.preprocess(np.full(shape, 200, dtype=np.uint8), Preprocessing())
+        assert out.shape == (3, 224, 224)
+    assert max(largest) <= 4 * 256 * 256, f"a resize produced {max(largest):,} pixels"
