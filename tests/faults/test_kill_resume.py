@@ -27,11 +27,15 @@ pytestmark = pytest.mark.slow
 
 
 
-def _mid_epoch_checkpoint(last: Path) -> bool:
+def _mid_epoch_checkpoint(last: Path, _seen: dict = {}) -> bool:  # noqa: B006 - memo of (path, mtime)
+    """True once ``last`` holds a position inside the first epoch (read again only when it changed)."""
     if not last.exists():
         return False
-    state = torch.load(last, map_location="cpu", weights_only=True)
-    return state["epoch"] == 0 and state["step"] >= 1
+    key = (last, last.stat().st_mtime_ns)
+    if key not in _seen:
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        _seen[key] = state["epoch"] == 0 and state["step"] >= 1
+    return _seen[key]
 
 
 def _tensors(obj, prefix=""):
@@ -71,7 +75,7 @@ def _kill_resume_compare(tmp_path: Path, module: str, main, argv: list[str], del
 
 
 def test_backbone_train_killed_and_resumed(tmp_path):
-    data = image_folder(tmp_path / "data", per_class=2, size=36)
+    data = image_folder(tmp_path / "data", per_class=3, size=36)  # 3 steps per epoch: 2 mid-epoch checkpoints
     argv = ["train", "--data", str(data), "--image-size", "32", "--batch-size", "2", "--epochs", "2",
             "--workers", "0", "--polyak", "0.5", "--checkpoint-every", "1", "--device", "cpu", "--seed", "3"]
     _kill_resume_compare(tmp_path, "backbone.cli", backbone_main, argv, delay=0.3)
