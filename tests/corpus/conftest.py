@@ -17,15 +17,6 @@ import torch
 from .make_corpus import Kind, build_corpus
 
 
-@pytest.fixture(scope="package", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, two spinning threads ran these tiny models ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random-init region classifier (paper variant, 64 px crops, classes "thing"/"other" with COCO
