@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from backbone.console import wants_progress
+from backbone.device import resolve_device
 from backbone.errors import InputError
 from backbone.files import atomic_path
 
@@ -206,22 +207,10 @@ class _Dist:
         return self.rank == 0
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(None, f"--device {name!r} is not a device (expected auto, cpu, cuda, cuda:1 ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, f"--device {name}: no CUDA device is available")
-    return device
-
-
 def _setup_distributed(config: TrainConfig) -> _Dist:
     """Under torchrun (WORLD_SIZE > 1 in the environment) join the process group: nccl on CUDA, gloo on CPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     if world_size <= 1:
         return _Dist(0, 1, device, owns_group=False)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

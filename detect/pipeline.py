@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from backbone.errors import InputError
+from backbone.device import resolve_device
 from backbone.images import MAX_PIXELS, read_image
 from detect.structures import Detections
 from proposals.types import Proposals
@@ -89,26 +89,6 @@ class ImageResult:
     detections: Detections
     num_proposals: int
     timing: Timing = field(default_factory=Timing)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU.
-
-    Raises:
-        InputError: a string torch does not know as a device, or a CUDA device that is not there.
-    """
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise InputError(None, f"--device {device!r} is not a device (expected cpu, cuda, cuda:1 ...)") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(None, f"--device {device}: no CUDA device is available; use --device cpu")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise InputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return resolved
 
 
 def _ss_config(config: DetectorConfig):

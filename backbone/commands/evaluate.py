@@ -22,8 +22,8 @@ import logging
 import os
 from pathlib import Path
 
-import torch
 
+from backbone.device import resolve_device
 from backbone.errors import InputError
 from backbone.files import write_json
 from backbone.folder import ImageFolder, find_classes
@@ -64,13 +64,7 @@ def format_table(result: MultiCropResult, weights: list[str]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                              "cpu" if args.device == "auto" else args.device)
-    except RuntimeError:
-        raise InputError(None, f"--device {args.device!r} is not a device (expected auto, cpu, cuda ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, f"--device {args.device}: no CUDA device is available")
+    device = resolve_device(args.device)
     if args.batch_size < 1:
         raise InputError(None, f"--batch-size must be at least 1, got {args.batch_size}")
     models, preprocessings, first_names = [], [], None

@@ -28,7 +28,8 @@ from backbone.console import wants_progress
 from backbone.errors import InputError
 from backbone.files import write_bytes, write_json
 from backbone.images import IMAGE_SUFFIXES, MAX_PIXELS, expand_inputs
-from detect.pipeline import DetectorConfig, ImageResult, load_detector, resolve_device
+from backbone.device import resolve_device
+from detect.pipeline import DetectorConfig, ImageResult, load_detector
 from detect.sharding import finish, init_shard, local_device
 
 log = logging.getLogger(__name__)
