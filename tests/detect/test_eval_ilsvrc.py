@@ -84,6 +84,28 @@ def test_detection_takes_best_unmatched_ground_truth_and_wrong_class_is_fp() -> 
     assert m.per_class_AP["cat"] == 1.0 and m.per_class_AP["dog"] == -1.0
 
 
+def test_greedy_match_takes_the_best_overlap_not_the_first_eligible_box() -> None:
+    """Worked on paper (100 x 100 boxes: devkit threshold min(0.5, 10000/12100) = 0.5; with the +1 rule the
+    devkit's IoU of converted boxes equals the plain one):
+
+    ground truth A = [0, 0, 100, 100] (listed first), B = [40, 0, 140, 100];
+    d1 = [30, 0, 130, 100] score 0.9: IoU(d1, A) = 7000/13000 = 0.54, IoU(d1, B) = 9000/11000 = 0.82;
+    d2 = [50, 0, 150, 100] score 0.8: IoU(d2, A) = 5000/15000 = 0.33, IoU(d2, B) = 0.82.
+    The devkit's rule: d1 takes B (its best), d2 finds only B, already taken: a false positive.
+    tp = [1, 0], fp = [0, 1], 2 positives: recall [.5, .5], precision [1, .5] -> AP = 0.5 x 1 = 0.5.
+    (Taking the first eligible box instead gives d1 -> A, d2 -> B and AP 1.0.)
+    """
+    ds = dataset(record("a", [[0, 0, 100, 100], [40, 0, 140, 100]], [1, 1]))
+    d = dets([[30, 0, 130, 100], [50, 0, 150, 100]], [0.9, 0.8], [1, 1])
+    m = evaluate_ilsvrc(ds, {"a": d})
+    assert m.per_class_AP["cat"] == pytest.approx(0.5)
+    rec, prec = m.curves["cat"]
+    assert rec.tolist() == [0.5, 0.5] and prec.tolist() == [1.0, 0.5]
+    # the same boxes with the ground truth listed the other way round: nothing changes
+    swapped = dataset(record("a", [[40, 0, 140, 100], [0, 0, 100, 100]], [1, 1]))
+    assert evaluate_ilsvrc(swapped, {"a": d}).per_class_AP["cat"] == pytest.approx(0.5)
+
+
 def test_ignored_ground_truth_counts_neither_way() -> None:
     ds = dataset(record("a", [[0, 0, 50, 50], [100, 100, 150, 150]], [1, 1], ignore=[False, True]))
     d = dets([[100, 100, 150, 150], [0, 0, 50, 50]], [0.9, 0.8], [1, 1])
@@ -126,9 +148,19 @@ def test_submission_format() -> None:
     assert to_ilsvrc_submission({"b": dets([[0, 0, 5, 5]], [1.0], [1])}, no_index) == "2 1 1 1 1 5 5\n"
 
 
+def devkit_vocap(rec: np.ndarray, prec: np.ndarray) -> float:
+    """``VOCap.m`` transcribed loop by loop (not the evaluator's ``voc_ap``)."""
+    mrec = [0.0, *rec.tolist(), 1.0]
+    mpre = [0.0, *prec.tolist(), 0.0]
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    return float(sum((mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1]))
+
+
 def devkit_reference(gt: list[tuple[np.ndarray, np.ndarray]], det: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                      n_classes: int) -> list[float]:
-    """A literal transcription of the devkit's loops (1-based inclusive boxes, scalar arithmetic)."""
+    """A literal transcription of the devkit's loops (1-based inclusive boxes, scalar arithmetic); it uses
+    nothing of the evaluator (its own IoU, threshold, greedy matching and ``VOCap``)."""
     tp_all, fp_all, sc_all, lb_all, npos = [], [], [], [], np.zeros(n_classes + 1)
     for (gb, gl), (db, ds, dl) in zip(gt, det):
         for lab in gl:
@@ -163,7 +195,7 @@ def devkit_reference(gt: list[tuple[np.ndarray, np.ndarray]], det: list[tuple[np
             aps.append(-1.0)
             continue
         tp, fp = np.cumsum(tp_all[lb_all == c]), np.cumsum(fp_all[lb_all == c])
-        aps.append(voc_ap(tp / npos[c], tp / np.maximum(tp + fp, np.finfo(float).eps)))
+        aps.append(devkit_vocap(tp / npos[c], tp / np.maximum(tp + fp, np.finfo(float).eps)))
     return aps
 
 
@@ -190,6 +222,31 @@ def test_matches_a_literal_devkit_transcription(rng: np.random.Generator) -> Non
     reference = devkit_reference(gt, det, 3)
     assert list(m.per_class_AP.values()) == pytest.approx(reference, abs=1e-6)
     assert any(0 < ap < 1 for ap in reference)
+
+
+def test_crowded_images_match_the_devkit_transcription(rng: np.random.Generator) -> None:
+    """Rows of overlapping same-class boxes (shifted by 15-40 px) and jittered detections: here the first
+    eligible ground truth is often not the best-overlapping one, so only the devkit's choice agrees."""
+    records, dets_by_image, gt, det = [], {}, [], []
+    for i in range(10):
+        n = int(rng.integers(2, 6))
+        x0 = np.cumsum(rng.integers(15, 40, n)).astype(float)
+        gb = np.stack([x0, np.full(n, 11.0), x0 + rng.integers(50, 80, n), np.full(n, 90.0)], axis=1)
+        gb = gb[rng.permutation(n)]  # listing order unrelated to position
+        gl = np.ones(n, dtype=np.int64)
+        m = int(rng.integers(n, 2 * n + 2))
+        db = gb[rng.integers(0, n, m)] + rng.normal(0, 12, (m, 4)) * [1, 0.2, 1, 0.2]
+        db[:, 2:] = np.maximum(db[:, 2:], db[:, :2] + 5)
+        ds = rng.random(m)
+        dl = np.ones(m, dtype=np.int64)
+        gt.append((gb, gl))
+        det.append((db, ds, dl))
+        records.append(record(f"i{i}", (gb - [1, 1, 0, 0]).tolist(), gl.tolist()))
+        dets_by_image[f"i{i}"] = dets((db - [1, 1, 0, 0]).tolist(), ds.tolist(), dl.tolist())
+    m = evaluate_ilsvrc(dataset(*records), dets_by_image)
+    reference = devkit_reference(gt, det, 3)
+    assert list(m.per_class_AP.values()) == pytest.approx(reference, abs=1e-9)
+    assert 0.2 < reference[0] < 0.95 and reference[1:] == [-1.0, -1.0]
 
 
 def test_evaluator_collects_image_by_image() -> None:
