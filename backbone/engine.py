@@ -22,7 +22,15 @@ The loop knows nothing of the task: a caller passes a ``Dataset``, an optional `
   with SIGKILL and resumed ends with the same weights as an uninterrupted one.
 * Polyak averaging: an exponential moving average of parameters and buffers
   (``torch.optim.swa_utils.AveragedModel``), updated after each step; the final model is the average.
-* Only rank 0 writes files and shows a progress bar; ``log.jsonl`` gets one JSON line per epoch.
+* Only rank 0 writes files and shows a progress bar; ``log.jsonl`` gets one JSON line per epoch, and
+  ``metrics.csv`` and ``curves.png`` (:mod:`backbone.curves`) are rebuilt from it after every epoch.
+* Validation (optional): after each epoch ``validate(model, epoch)`` runs on rank 0 on the model in its
+  final form (the Polyak average when averaging is on), in eval mode and without gradients; its numbers
+  go into the epoch record as ``val_<name>``. The random number generators (torch CPU and CUDA, numpy,
+  ``random``) are saved before and restored after it, so a run with validation ends with bitwise the same
+  weights, and leaves the same RNG state behind, as one without. When ``best_metric`` improves
+  (strictly greater), ``best.pt`` is written by the same ``save_final`` as ``model.pt``; the best value
+  is kept in ``last.pt``, so a resumed run compares against it.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from backbone.console import wants_progress
+from backbone.curves import write_summaries
 from backbone.device import resolve_device
 from backbone.errors import InputError
 from backbone.files import atomic_path
@@ -62,8 +71,14 @@ LossFn = Callable[[nn.Module, Any, torch.device], "tuple[Tensor, dict[str, float
 #: ``{"model": state_dict, "config": ..., "meta": ...}``.
 SaveFinal = Callable[[nn.Module, Path], None]
 
+#: ``validate(model, epoch) -> {"AP50": 0.41, ...}``: numbers of the model (final form, eval mode, on the
+#: training device) on held-out data after 1-based ``epoch``; rank 0 only. It must not modify the model
+#: (copy it first to e.g. fold BatchNorm or change its memory format); it may use any randomness.
+Validate = Callable[[nn.Module, int], "dict[str, float]"]
+
 LAST = "last.pt"
 FINAL = "model.pt"
+BEST = "best.pt"
 LOG = "log.jsonl"
 
 # Config fields that may change on --resume without changing the result (epochs may only grow).
@@ -111,6 +126,8 @@ class TrainResult:
     epochs: int                   # epochs completed
     global_step: int              # optimizer steps taken in total
     history: tuple[dict[str, Any], ...]  # the per-epoch records written to log.jsonl by this call
+    best_path: Path | None = None        # best.pt when validation picked one (this or an earlier call)
+    best: dict[str, Any] | None = None   # {"metric": "val_AP50", "value": 0.41, "epoch": 3}, over the whole run
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -249,7 +266,8 @@ def _default_save_final(config: TrainConfig, meta: dict[str, Any] | None) -> Sav
 def train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainConfig,
           out_dir: str | os.PathLike, *, resume: bool = False,
           collate_fn: Callable[[list[Any]], Any] | None = None, meta: dict[str, Any] | None = None,
-          save_final: SaveFinal | None = None) -> TrainResult:
+          save_final: SaveFinal | None = None, validate: Validate | None = None,
+          best_metric: str | None = None, sample_unit: tuple[str, int] | None = None) -> TrainResult:
     """Train ``model`` on ``dataset`` with SGD + momentum, step decay and Polyak averaging.
 
     Args:
@@ -262,16 +280,28 @@ def train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainConf
         out_dir: receives ``config.json``, ``last.pt``, ``log.jsonl`` and the final ``model.pt``.
         resume: continue from ``out_dir/last.pt`` (mid-epoch). Without it an existing ``last.pt`` is an error.
         meta: JSON-like dict stored in every checkpoint (e.g. class names, preprocessing, variant).
-        save_final: writes the final model on rank 0 (default: ``{"model", "config", "meta"}`` via torch.save).
+        save_final: writes the final model on rank 0 (default: ``{"model", "config", "meta"}`` via torch.save);
+            also writes ``best.pt``.
+        validate: see :data:`Validate`; run after every epoch (rank 0; the other ranks get its numbers).
+            Its keys are recorded as ``val_<key>`` in ``log.jsonl``/``metrics.csv``, with ``val_time_s``.
+        best_metric: a key ``validate`` returns (e.g. ``"AP50"``) to maximise: ``best.pt`` is the model of
+            the epoch where it was highest (the first such epoch; NaN never counts). None: no ``best.pt``.
+        sample_unit: what one dataset sample holds, as ``(name, count)``, e.g. ``("regions", 4)`` for
+            region training, whose samples are groups of 4 regions. Epoch records always give
+            ``samples_per_s``; with a unit also ``<name>_per_s``, and ``config.json`` states the batch in
+            both (``"batch": {"samples_per_batch": 16, "regions_per_sample": 4, "regions_per_batch": 64}``).
 
     Returns:
         :class:`TrainResult` with the averaged model (eval mode, on the training device).
     """
     out = Path(out_dir)
+    if sample_unit is not None and (not sample_unit[0].isidentifier() or int(sample_unit[1]) < 1):
+        raise ValueError(f"sample_unit must be (name, count >= 1), got {sample_unit!r}")
     ctx = _setup_distributed(config)
     try:
         return _train(model, dataset, loss_fn, config, out, ctx, resume=resume, collate_fn=collate_fn,
-                      meta=meta, save_final=save_final or _default_save_final(config, meta))
+                      meta=meta, save_final=save_final or _default_save_final(config, meta), validate=validate,
+                      best_metric=best_metric, sample_unit=sample_unit)
     finally:
         if ctx.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -279,7 +309,8 @@ def train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainConf
 
 def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainConfig, out: Path, ctx: _Dist,
            *, resume: bool, collate_fn: Callable | None, meta: dict[str, Any] | None,
-           save_final: SaveFinal) -> TrainResult:
+           save_final: SaveFinal, validate: Validate | None, best_metric: str | None,
+           sample_unit: tuple[str, int] | None) -> TrainResult:
     n = len(dataset)  # type: ignore[arg-type]
     if config.batch_size % ctx.world_size:
         raise InputError(None, f"--batch-size {config.batch_size} is not divisible by the {ctx.world_size} processes")
@@ -287,7 +318,8 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
     if steps_per_epoch == 0:
         raise InputError(None, f"the training set has {n} samples, fewer than one batch of {config.batch_size}; "
                          "lower --batch-size")
-    last_path, log_path, final_path = out / LAST, out / LOG, out / FINAL
+    last_path, log_path, final_path, best_path = out / LAST, out / LOG, out / FINAL, out / BEST
+    best_key = None if validate is None or best_metric is None else _VAL + best_metric
     device = ctx.device
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
@@ -304,6 +336,7 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
 
     start_epoch, start_step, global_step = 0, 0, 0
+    best: dict[str, Any] | None = None  # {"metric", "value", "epoch"} of best.pt, kept in last.pt
     if resume:
         if not last_path.exists():
             raise InputError(last_path, "no checkpoint to resume from (train without --resume first)")
@@ -318,6 +351,11 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
+        best = state.get("best")
+        if best is not None and best_key is not None and best["metric"] != best_key:
+            log.warning("%s: best.pt was chosen by %s, this run chooses by %s: starting the best over",
+                        last_path, best["metric"], best_key)
+            best = None
         log.info("resuming %s at epoch %d, step %d of %d", last_path, start_epoch + 1, start_step, steps_per_epoch)
         del state
     elif last_path.exists():
@@ -326,7 +364,9 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "config.json") as tmp:
-            tmp.write_text(json.dumps({"train": config.to_dict(), "meta": meta or {}}, indent=2, default=str))
+            tmp.write_text(json.dumps({"train": config.to_dict(), "batch": _batch_record(config, sample_unit),
+                                       "validation": None if validate is None else {"best_metric": best_key},
+                                       "meta": meta or {}}, indent=2, default=str))
     if averaged is not None and config.epochs * steps_per_epoch < 1 / (1 - config.polyak):
         log.warning("Polyak decay %g averages over ~%d steps but the run has only %d: the final model will "
                     "lean towards early weights (lower --polyak for short runs)", config.polyak,
@@ -343,7 +383,7 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
         state = {"model": model.state_dict(), "averaged": None if averaged is None else averaged.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "global_step": global_step,
-                 "config": config.to_dict(), "meta": meta or {}}
+                 "best": best, "config": config.to_dict(), "meta": meta or {}}
         with atomic_path(last_path) as tmp:
             torch.save(state, tmp)
 
@@ -393,12 +433,30 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
         elapsed = time.perf_counter() - t0
         scheduler.step()
         record = _epoch_record(sums, count, ctx, epoch=epoch + 1, lr=lr, elapsed=elapsed,
-                               samples=count * config.batch_size, global_step=global_step)
+                               samples=count * config.batch_size, global_step=global_step, sample_unit=sample_unit)
+        final = averaged.module if averaged is not None else model
+        if validate is not None:
+            t_val = time.perf_counter()
+            metrics = _run_validation(validate, final, epoch + 1, ctx)
+            record.update({_VAL + k: v for k, v in metrics.items()})
+            record[_VAL + "time_s"] = time.perf_counter() - t_val
+            if best_key is not None:
+                if best_key not in record:
+                    raise ValueError(f"best_metric {best_metric!r} is not among the validation metrics "
+                                     f"({', '.join(metrics) or 'none'})")
+                value = record[best_key]
+                if math.isfinite(value) and (best is None or value > best["value"]):
+                    best = {"metric": best_key, "value": value, "epoch": epoch + 1}
+                    if ctx.is_main:
+                        save_final(final, best_path)
+                    log.log(logging.INFO if ctx.is_main else logging.DEBUG, "epoch %d: best %s so far (%.4g) -> %s",
+                            epoch + 1, best_key, value, best_path)
         history.append(record)
         checkpoint(epoch + 1, 0)
         if ctx.is_main:
             with open(log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            write_summaries(log_path, out, best_metric=best_key)
         log.log(logging.INFO if ctx.is_main else logging.DEBUG, "epoch %d/%d: %s", epoch + 1, config.epochs,
                 " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)))
         start_step = 0
@@ -410,12 +468,64 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
     if ctx.world_size > 1:
         dist.barrier()
     return TrainResult(model=final, out_dir=out, last_path=last_path, model_path=final_path,
-                       epochs=max(config.epochs, start_epoch), global_step=global_step, history=tuple(history))
+                       epochs=max(config.epochs, start_epoch), global_step=global_step, history=tuple(history),
+                       best_path=best_path if best is not None else None, best=best)
+
+
+_VAL = "val_"  # prefix of validation numbers in the epoch records
+
+
+class _PreservedRNG:
+    """Saves torch's CPU (and CUDA, when initialised) generators, numpy's and ``random``'s on entry and
+    restores them on exit: code inside may draw random numbers without changing what comes after."""
+
+    def __enter__(self) -> "_PreservedRNG":
+        self.torch_state = torch.get_rng_state()
+        self.cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self.numpy_state = np.random.get_state()
+        self.random_state = random.getstate()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.set_rng_state(self.torch_state)
+        if self.cuda_states is not None:
+            torch.cuda.set_rng_state_all(self.cuda_states)
+        np.random.set_state(self.numpy_state)
+        random.setstate(self.random_state)
+
+
+def _run_validation(validate: Validate, model: nn.Module, epoch: int, ctx: _Dist) -> dict[str, float]:
+    """``validate(model, epoch)`` on rank 0 (eval mode, no gradients, RNG preserved), shared with all ranks."""
+    metrics: dict[str, float] | None = None
+    if ctx.is_main:
+        was_training = model.training
+        model.eval()
+        try:
+            with _PreservedRNG(), torch.no_grad():
+                metrics = {str(k): float(v) for k, v in validate(model, epoch).items()}
+        finally:
+            model.train(was_training)
+    if ctx.world_size > 1:
+        box = [metrics]
+        dist.broadcast_object_list(box, src=0)
+        metrics = box[0]
+    assert metrics is not None
+    return metrics
+
+
+def _batch_record(config: TrainConfig, sample_unit: tuple[str, int] | None) -> dict[str, Any]:
+    """The global batch as config.json states it: in dataset samples, and in the task's unit if it has one."""
+    batch: dict[str, Any] = {"samples_per_batch": config.batch_size}
+    if sample_unit is not None:
+        name, count = sample_unit[0], int(sample_unit[1])
+        batch.update({f"{name}_per_sample": count, f"{name}_per_batch": config.batch_size * count})
+    return batch
 
 
 def _epoch_record(sums: dict[str, Tensor], count: int, ctx: _Dist, *, epoch: int, lr: float, elapsed: float,
-                  samples: int, global_step: int) -> dict[str, Any]:
-    """Epoch means of loss and metrics (averaged over ranks), learning rate and throughput."""
+                  samples: int, global_step: int, sample_unit: tuple[str, int] | None = None) -> dict[str, Any]:
+    """Epoch means of loss and metrics (averaged over ranks), learning rate and throughput (dataset samples
+    per second, and ``<unit>_per_s`` when the task says what a sample holds)."""
     keys = sorted(sums)
     values = torch.stack([sums[k] for k in keys]) / max(count, 1) if keys else torch.zeros(0)
     if ctx.world_size > 1 and keys:
@@ -424,7 +534,11 @@ def _epoch_record(sums: dict[str, Tensor], count: int, ctx: _Dist, *, epoch: int
         values = values / ctx.world_size
     record: dict[str, Any] = {"epoch": epoch, "step": global_step, "world_size": ctx.world_size}
     record.update({k: float(v) for k, v in zip(keys, values.tolist())})
-    record.update({"lr": lr, "images_per_s": samples / elapsed if elapsed > 0 else 0.0, "time_s": elapsed})
+    rate = samples / elapsed if elapsed > 0 else 0.0
+    record.update({"lr": lr, "samples_per_s": rate})
+    if sample_unit is not None:
+        record[f"{sample_unit[0]}_per_s"] = rate * int(sample_unit[1])
+    record["time_s"] = elapsed
     return record
 
 
@@ -453,5 +567,5 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-__all__: Sequence[str] = ("TrainConfig", "TrainResult", "train", "LossFn", "SaveFinal", "EpochBatches", "MethodAsForward",
-                          "epoch_permutation", "derive_seed", "seed_everything")
+__all__: Sequence[str] = ("TrainConfig", "TrainResult", "train", "LossFn", "SaveFinal", "Validate", "EpochBatches",
+                          "MethodAsForward", "epoch_permutation", "derive_seed", "seed_everything")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -51,7 +53,8 @@ def test_train_learns_and_writes_its_files(tmp_path):
     result = tasks.run(str(tmp_path / "run"), epochs=4)
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
-    assert {"loss", "acc", "lr", "images_per_s", "time_s", "step"} <= records[0].keys()
+    assert {"loss", "acc", "lr", "samples_per_s", "time_s", "step"} <= records[0].keys()
+    assert not any(k.startswith("val_") for k in records[0])  # no validation asked for
     assert records[0]["world_size"] == 1
     assert records[-1]["loss"] < records[0]["loss"]
     assert records[-1]["acc"] > 1 / 3 + 0.2  # chance is 1/3
@@ -60,7 +63,14 @@ def test_train_learns_and_writes_its_files(tmp_path):
     assert (last["epoch"], last["step"]) == (4, 0)
     final = torch.load(result.model_path, weights_only=True)
     _assert_same(final["model"], _params(result.model))
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["batch_size"] == 8
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["batch_size"] == 8 and config["batch"] == {"samples_per_batch": 8}
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "run" / "metrics.csv").read_text())))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert list(rows[0])[:6] == ["epoch", "step", "loss", "acc", "lr", "time_s"]
+    assert float(rows[-1]["loss"]) == pytest.approx(records[-1]["loss"], rel=1e-5)
+    assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "run" / "best.pt").exists() and result.best is None
 
 
 def test_learning_rate_decays_every_n_epochs(tmp_path):
