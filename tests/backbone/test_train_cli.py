@@ -91,18 +91,34 @@ def test_eval_refuses_checkpoints_that_do_not_fit(tmp_path, capsys):
     assert code == 2 and "raw.pt: neither a goingdeeper checkpoint nor a state dict" in _one_error_line(err)
 
 
+def _ranked_checkpoint(path: Path, class_names, ranking) -> Path:
+    """A checkpoint whose prediction ignores the image: zero classifier weights and biases that rank the
+    classes as ``ranking`` (best first), so every crop of every image gets the same known top 5."""
+    model = googlenet(variant="paper", num_classes=len(class_names), aux_logits=False)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.tensor([float(len(ranking) - ranking.index(c)) for c in class_names]))
+    save_checkpoint(path, model, class_names=list(class_names), preprocessing=Preprocessing(resize=36, crop=32),
+                    config={})
+    return path
+
+
 def test_eval_prints_a_table_and_writes_json(tmp_path, capsys):
-    data = _folder(tmp_path / "data", classes=("cat", "dog"), per_class=2)
-    ckpt = _checkpoint(tmp_path / "pets.pt", ["cat", "dog"])
+    # 7 classes, so top 5 is a real choice; the checkpoint lists them in another order than the folders sort
+    names = ["gnu", "fox", "eel", "dog", "cat", "bee", "ant"]
+    ranking = ["cat", "dog", "ant", "fox", "bee", "gnu", "eel"]  # what the model predicts, best first
+    data = _folder(tmp_path / "data", classes=tuple(names), per_class=1, size=36)
+    _folder(data, classes=("dog", "gnu"), per_class=2, size=36)  # 9 images: dog and gnu have 2
+    ckpt = _ranked_checkpoint(tmp_path / "zoo.pt", names, ranking)
     out = tmp_path / "res.json"
     code, stdout, err = _run(["eval", "--data", str(data), "--weights", str(ckpt), str(ckpt), "--crops", "10",
                               "--workers", "0", "--out", str(out)], capsys)
     assert code == 0, err
     assert "ensemble of 2" in stdout and "top-5 err" in stdout
     result = json.loads(out.read_text())
-    assert result["images"] == 4 and result["crops"] == 10 and result["models"] == 2
-    assert result["top5"] == 1.0  # 2 classes: both are in the top 5
-    assert 0.0 <= result["top1"] <= 1.0
+    assert result["images"] == 9 and result["crops"] == 10 and result["models"] == 2
+    assert result["top1"] == pytest.approx(1 / 9)  # only the cat image: cat is always first
+    assert result["top5"] == pytest.approx(6 / 9)  # cat, dog x2, ant, fox, bee; not gnu x2, eel
 
 
 @pytest.mark.slow
