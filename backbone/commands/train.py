@@ -7,7 +7,11 @@ distortions, random interpolation, mirroring, auxiliary losses weighted 0.3 (sec
 
 Writes to ``--out``: ``model.pt`` (the averaged weights as a checkpoint with class names and
 preprocessing; use it with ``backbone eval``/``classify``), ``last.pt`` (resumable state),
-``log.jsonl`` (one line per epoch: loss, acc, lr, images_per_s) and ``config.json``.
+``log.jsonl`` (one line per epoch: loss, acc, lr, images_per_s, val_top1 ...), the same as ``metrics.csv``,
+``curves.png`` (loss, accuracy, validation vs epoch) and ``config.json``. With ``--val DIR``, after every
+epoch the averaged weights are scored on DIR exactly as ``backbone eval --crops 1`` scores ``model.pt``
+(centre crop of the image resized to the checkpoint's size), and ``best.pt`` (same format as ``model.pt``)
+holds the epoch with the highest top-1.
 Several GPUs: ``torchrun --nproc_per_node 8 -m backbone train ...`` (``--batch-size`` is the global batch).
 A corrupt image stops training with its file name.
 
@@ -15,6 +19,7 @@ Examples::
 
     backbone train --data imagenet/train --out runs/g1                      # the paper's recipe
     backbone train --data imagenet/train --out runs/g1 --resume             # continue after a crash
+    backbone train --data imagenet/train --val imagenet/val --out runs/g1    # top-1/top-5 per epoch, best.pt
     backbone train --data crops --image-size 64 --epochs 20 --batch-size 32 --polyak 0.99 --out runs/small
     backbone train --data birds --weights imagenet --variant torchvision --lr 0.001 --out runs/birds
 """
@@ -22,6 +27,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 from pathlib import Path
@@ -36,6 +42,7 @@ from backbone.engine import MethodAsForward, TrainConfig, TrainResult, seed_ever
 from backbone.errors import InputError
 from backbone.folder import ImageFolder
 from backbone.googlenet import VARIANTS, GoogLeNet, GoogLeNetConfig, googlenet, googlenet_loss
+from backbone.multicrop import evaluate_multicrop
 from backbone.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--log-every", type=int, default=d.log_every, metavar="STEPS")
+    val = parser.add_argument_group("validation")
+    val.add_argument("--val", default=None, metavar="DIR",
+                     help="ImageFolder tree of held-out images (class folders named as in --data): top-1/top-5 "
+                          "after every epoch, 1 centre crop as 'backbone eval --crops 1'; best.pt = the epoch "
+                          "with the best top-1 (default: none)")
 
 
 class _ClassifierLoss:
@@ -85,6 +97,26 @@ class _ClassifierLoss:
         outputs = model(images)  # TrainOutputs (logits, aux1, aux2) via MethodAsForward(..., "forward_train")
         loss = googlenet_loss(outputs, labels)
         return loss, {"acc": (outputs.logits.argmax(dim=1) == labels).float().mean()}
+
+
+class CentreCropValidation:
+    """The engine's ``validate``: top-1/top-5 of the model on labelled images with ``backbone eval``'s
+    1-crop path (:func:`backbone.multicrop.evaluate_multicrop`, the checkpoint's preprocessing).
+
+    Scores a copy of the network, so the trained one keeps its memory format and device.
+    """
+
+    def __init__(self, samples: list[tuple[Path, int]], preprocessing: Preprocessing, *, batch_size: int,
+                 workers: int, amp: bool) -> None:
+        self.samples, self.preprocessing = samples, preprocessing
+        self.batch_size, self.workers, self.amp = batch_size, workers, amp
+
+    def __call__(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        net = copy.deepcopy(model.module if isinstance(model, MethodAsForward) else model)
+        device = next(net.parameters()).device
+        result = evaluate_multicrop([net], [self.preprocessing], self.samples, crops=1, batch_size=self.batch_size,
+                                    workers=self.workers, device=device, amp=self.amp)
+        return {"top1": result.top1, "top5": result.top5}
 
 
 def _initial_model(args: argparse.Namespace, num_classes: int) -> GoogLeNet:
@@ -148,14 +180,27 @@ def main(args: argparse.Namespace) -> int:
                         config={"train": config.to_dict(), "augment": augment.to_dict(), "data": str(args.data),
                                 "init": args.weights})
 
+    validate = None
+    if args.val is not None:
+        val_set = ImageFolder(args.val, class_names=classes, classes_from=f"--data {args.data}")
+        validate = CentreCropValidation(val_set.samples, preprocessing, batch_size=args.batch_size,
+                                        workers=args.workers, amp=args.amp)
+        log.info("validating on %d images of %s after every epoch (1 centre crop; best.pt by top-1)",
+                 len(val_set.samples), args.val)
+        meta["val"] = str(args.val)
     log.info("training the %s GoogLeNet on %d images of %d classes from %s", model.variant, len(dataset),
              len(classes), args.data)
     result: TrainResult = train(MethodAsForward(model, "forward_train"), dataset, _ClassifierLoss(args.channels_last),
-                                config, out, resume=args.resume, meta=meta, save_final=save_final)
+                                config, out, resume=args.resume, meta=meta, save_final=save_final,
+                                validate=validate, best_metric="top1", sample_unit=("images", 1))
     last = result.history[-1] if result.history else {}
-    summary = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "acc", "images_per_s") if k in last)
+    keys = ("loss", "acc", "images_per_s", "val_top1", "val_top5")
+    summary = ", ".join(f"{k} {last[k]:.4g}" for k in keys if k in last)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{result.model_path}: {result.epochs} epochs, {result.global_step} steps"
               + (f"; last epoch {summary}" if summary else ""))
+        if result.best is not None:
+            print(f"{result.best_path}: epoch {result.best['epoch']}, {result.best['metric']} "
+                  f"{result.best['value']:.4g}")
     return 0
 
