@@ -138,8 +138,10 @@ def test_train_on_coco_crops_then_eval_and_classify(coco_crops, tmp_path, capsys
                               "--crops", "1", "--workers", "0", "--out", str(tmp_path / "eval.json")], capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "eval.json").read_text())
+    # Plumbing only: 15 steps from scratch do not learn these crops (measured top-1 0.216, below the 0.32 of
+    # always answering "person"); that training and eval do learn and measure is shown by
+    # test_train_then_eval_learns_tinted_photos below.
     assert result["images"] == 125 and result["top5"] == 1.0  # 5 classes
-    assert result["top1"] >= 0.2
 
     image = next((coco_crops / "person").iterdir())
     code, stdout, err = _run(["classify", str(image), "--weights", str(out / "model.pt"), "--topk", "1", "--json"],
@@ -147,6 +149,44 @@ def test_train_on_coco_crops_then_eval_and_classify(coco_crops, tmp_path, capsys
     assert code == 0, err
     top = json.loads(stdout)[0]["top"][0]  # class names come from the checkpoint
     assert top["class"] in {d.name for d in coco_crops.iterdir()} and 0 < top["probability"] <= 1
+
+
+def _tinted_photos(root: Path, per_class: int = 8) -> Path:
+    """A task GoogLeNet learns from scratch in a few dozen steps: 48 px patches of a real photo (scikit-image's
+    astronaut, grey, low contrast) tinted red, green or blue by class. The tint survives every augmentation
+    of section 6 (crops of 8-100 %, flips, brightness/contrast/saturation x0.5-1.5, hue +-0.05)."""
+    import skimage.data
+
+    grey = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    rng = np.random.default_rng(0)
+    for name, tint in {"red": (1.0, 0.25, 0.25), "green": (0.25, 1.0, 0.25), "blue": (0.25, 0.25, 1.0)}.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            y, x = rng.integers(0, 512 - 48, 2)
+            patch = (grey[y:y + 48, x:x + 48, None] * 0.3 + 140) * np.array(tint, np.float32)
+            cv2.imwrite(str(root / name / f"{i}.png"), cv2.cvtColor(patch.clip(0, 255).astype(np.uint8),
+                                                                    cv2.COLOR_RGB2BGR))
+    return root
+
+
+@pytest.mark.slow
+def test_train_then_eval_learns_tinted_photos(tmp_path, capsys):
+    """`backbone train` then `backbone eval` on a learnable task: chance (and the majority class) is 1/3,
+    the measured top-1 after 24 steps is 1.0 (train accuracy 0.33 -> 0.75 under augmentation); 30-60 s on a
+    loaded 2-core machine. A model that does not learn, or labels mixed up between training and
+    evaluation, stays near 1/3."""
+    data = _tinted_photos(tmp_path / "data")
+    out = tmp_path / "run"
+    code, _, err = _run(["train", "--data", str(data), "--out", str(out), "--variant", "paper", "--image-size", "32",
+                         "--epochs", "8", "--batch-size", "8", "--lr", "0.01", "--polyak", "0", "--workers", "0",
+                         "--checkpoint-every", "1000"], capsys)
+    assert code == 0, err
+    code, _, err = _run(["eval", "--data", str(data), "--weights", str(out / "model.pt"), "--crops", "1",
+                         "--workers", "0", "--out", str(tmp_path / "eval.json")], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["images"] == 24
+    assert result["top1"] >= 0.9, result  # chance 1/3
 
 
 def test_init_weights_from_a_checkpoint_with_other_classes_keep_the_trunk(tmp_path):
