@@ -4,6 +4,8 @@ Examples:
   detect multibox train --annotations ann.json --images imgs/ --out runs/mb
   detect multibox train --annotations ann.json --images imgs/ --out runs/mb --variant torchvision --weights imagenet
   detect multibox train --annotations ann.json --images imgs/ --out runs/mb --resume      # continue a run
+  detect multibox train --annotations train.json --images train/ --val-annotations val.json --val-images val/ \
+      --out runs/mb                                       # recall@0.5 of the top 200 boxes per epoch, best.pt
   detect multibox train --annotations ILSVRC/Annotations/DET/train --images ILSVRC/Data/DET/train --out runs/mb
   detect multibox run photo.jpg --weights runs/mb/model.pt --show 10
   detect multibox run photos/ --weights runs/mb/model.pt --out boxes.json
@@ -13,6 +15,10 @@ Examples:
 and trains with the shared engine (SGD + momentum, step decay, Polyak averaging; progress bar, resumable
 `last.pt`, `torchrun` for several GPUs). The final model goes to OUT/model.pt: a backbone checkpoint of the
 trunk plus priors, box head and input size, usable as `--weights` of `detect proposals` / `detect run`.
+OUT also gets log.jsonl, metrics.csv and curves.png (one row / point per epoch). With `--val-annotations`,
+after every epoch the averaged model's top 200 boxes per validation image are scored as `detect proposals
+--gt` scores them (val_recall_50, val_recall_70, val_abo), and OUT/best.pt (same format as model.pt) holds
+the epoch with the highest recall@0.5.
 `run` prints the top boxes per image (and writes all `--top-k` of them as JSON with `--out`).
 """
 
@@ -63,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    v = t.add_argument_group("validation")
+    v.add_argument("--val-annotations", type=Path, default=None, metavar="GT",
+                   help="held-out ground truth (COCO JSON or folder of VOC/ILSVRC XML): recall@0.5 of the top "
+                        "200 boxes per image after every epoch; best.pt = the epoch with the highest (default: none)")
+    v.add_argument("--val-images", type=Path, default=None, metavar="DIR",
+                   help="image folder of --val-annotations (default: as the annotations say)")
 
     r = sub.add_parser("run", help="top MultiBox boxes of images",
                        description="Run MultiBox (see 'detect multibox --help' for examples).")
@@ -89,6 +101,7 @@ def train_main(args: argparse.Namespace) -> int:
         raise InputError(None, f"--input-size must be a multiple of 32 (the trunk's stride), got {args.input_size}")
     dataset = read_dataset(args.annotations, args.images)
     records = dataset.records[: args.limit] if args.limit else dataset.records
+    validate = _validation(args)
     variant = args.variant or ("torchvision" if args.weights == "imagenet" else "paper")
     config = MultiBoxConfig(num_priors=args.priors, input_size=args.input_size, variant=variant, alpha=args.alpha,
                             match_on=args.match_on)
@@ -115,6 +128,8 @@ def train_main(args: argparse.Namespace) -> int:
     run_info = {"multibox": config.to_dict(), "annotations": os.fspath(args.annotations),
                 "images": None if args.images is None else os.fspath(args.images), "num_images": len(records),
                 "init_weights": args.weights}
+    if validate is not None:
+        run_info.update({"val_annotations": os.fspath(args.val_annotations), "val_images": len(validate.records)})
     log.info("MultiBox: %d images, %d boxes, %d priors, %s trunk, input %d px", len(records),
              sum(int((~r.ignore.bool()).sum()) for r in records), config.num_priors, variant, config.input_size)
 
@@ -122,13 +137,35 @@ def train_main(args: argparse.Namespace) -> int:
         save_multibox(path, final_model, config={"train": train_config.to_dict(), **run_info})
 
     result = train(model, data, MultiBoxLoss(alpha=config.alpha, match_on=config.match_on), train_config, args.out,
-                   resume=args.resume, collate_fn=collate_multibox, meta=run_info, save_final=save_final)
+                   resume=args.resume, collate_fn=collate_multibox, meta=run_info, save_final=save_final,
+                   validate=validate, best_metric=None if validate is None else validate.best_metric,
+                   sample_unit=("images", 1))
     if result.history:
         first, last = result.history[0], result.history[-1]
         log.info("loss %.4g (epoch %d) -> %.4g (epoch %d)", first["loss"], first["epoch"], last["loss"],
                  last["epoch"])
     print(f"MultiBox model: {result.model_path}")
+    if result.best is not None:
+        print(f"best: {result.best_path} (epoch {result.best['epoch']}, {result.best['metric']} "
+              f"{result.best['value']:.4g})")
     return 0
+
+
+def _validation(args: argparse.Namespace):
+    """The engine's ``validate`` for --val-annotations (None without it)."""
+    from detect.datasets import read_dataset
+    from detect.validation import ProposalRecallValidation
+
+    if args.val_annotations is None:
+        if args.val_images is not None:
+            raise InputError(args.val_images, "--val-images needs --val-annotations")
+        return None
+    val_set = read_dataset(args.val_annotations, args.val_images)
+    if not val_set.records:
+        raise InputError(args.val_annotations, "no images to validate on")
+    log.info("validating on %d images of %s after every epoch (recall@0.5 of the top 200 boxes; best.pt by it)",
+             len(val_set.records), args.val_annotations)
+    return ProposalRecallValidation(val_set.records)
 
 
 def _check_resume(out: Path, config: MultiBoxConfig) -> None:

@@ -91,3 +91,55 @@ def test_short_training_on_coco128_lowers_the_loss(coco128: dict[str, Path], tmp
     assert "other MultiBox settings (alpha)" in capsys.readouterr().err
     assert main([*common, "--epochs", "7", "--resume"]) == 0
     assert len((out / "log.jsonl").read_text().splitlines()) == 7
+
+
+def _mb_train(tmp_path: Path, out: str, *extra: str) -> int:
+    from tests.faults._tiny_data import coco_set
+
+    ann, images = coco_set(tmp_path / "coco", images=4)
+    return main(["multibox", "train", "--annotations", str(ann), "--images", str(images), "--out", str(tmp_path / out),
+                 "--input-size", "64", "--priors", "8", "--batch-size", "2", "--epochs", "3", "--workers", "0",
+                 "--polyak", "0.5", "--device", "cpu", "--variant", "paper", "--lr", "0.003", *extra])
+
+
+def test_train_with_validation_records_recall_and_keeps_the_best(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Tiny run (4 synthetic 64x48 images, 64-px input): val recall per epoch in log.jsonl and metrics.csv,
+    best.pt = the first epoch with the highest recall@0.5 (checked by running best.pt), same final weights
+    as without validation."""
+    import csv
+    import io
+
+    from backbone.images import read_image
+    from detect.datasets import read_dataset
+    from proposals.metrics import proposal_recall
+    from proposals.multibox import load_multibox
+    from tests.faults._tiny_data import coco_set
+
+    val_ann, val_images = coco_set(tmp_path / "val", images=4, width=80, height=60)  # recall moves
+    assert _mb_train(tmp_path, "run", "--val-annotations", str(val_ann), "--val-images", str(val_images)) == 0
+    out = tmp_path / "run"
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    recall = [r["val_recall_50"] for r in records]
+    assert len(recall) == 3 and all(0 <= v <= 1 for v in recall)
+    assert all({"val_recall_70", "val_abo", "val_time_s", "images_per_s"} <= r.keys() for r in records)
+    rows = list(csv.DictReader(io.StringIO((out / "metrics.csv").read_text())))
+    assert [float(r["val_recall_50"]) for r in rows] == [float(f"{v:.6g}") for v in recall]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = torch.load(out / "last.pt", weights_only=True)["best"]
+    assert best == {"metric": "val_recall_50", "value": max(recall), "epoch": recall.index(max(recall)) + 1}
+    assert f"best: {out / 'best.pt'} (epoch {best['epoch']}" in capsys.readouterr().out
+    model = load_multibox(out / "best.pt")  # a usable MultiBox checkpoint, like model.pt
+    val = read_dataset(val_ann, val_images).records
+    boxes = [model.propose(read_image(r.file), top_k=200).boxes for r in val]
+    assert proposal_recall(boxes, [r.boxes for r in val]).recall_50 == pytest.approx(max(recall))
+    assert _mb_train(tmp_path, "plain") == 0
+    a, b = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("run", "plain"))
+    assert all(torch.equal(a["multibox_head"][k], b["multibox_head"][k]) for k in a["multibox_head"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert not (tmp_path / "plain" / "best.pt").exists()
+
+
+def test_val_images_without_val_annotations_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _mb_train(tmp_path, "run", "--val-images", str(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("detect: error: ") and "--val-images needs --val-annotations" in err and "\n" not in err
