@@ -139,7 +139,9 @@ def test_weights_for_other_classes_is_one_line(tmp_path: Path, capsys: pytest.Ca
 @pytest.mark.slow
 def test_weights_branch_with_the_real_pipeline(coco128: dict[str, Path], tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
-    """One coco128 image through the real detector with an untrained region classifier: the plumbing, not AP."""
+    """One coco128 image through the real detector with an untrained region classifier biased towards the
+    image's classes: detections non-empty, and metrics equal to evaluating the written detections.json, with
+    `detect eval --results` and with pycocotools directly."""
     from detect.classifier import RegionClassifier
 
     raw = json.loads(coco128["annotations"].read_text())
@@ -148,8 +150,16 @@ def test_weights_branch_with_the_real_pipeline(coco128: dict[str, Path], tmp_pat
     gt.write_text(json.dumps({"images": [image], "categories": raw["categories"],
                               "annotations": [a for a in raw["annotations"] if a["image_id"] == image["id"]]}))
     cats = sorted(raw["categories"], key=lambda c: c["id"])
-    RegionClassifier.from_backbone([c["name"] for c in cats], weights=None, category_ids=[c["id"] for c in cats],
-                                   aux_logits=False).save(tmp_path / "rc.pt")
+    model = RegionClassifier.from_backbone([c["name"] for c in cats], weights=None,
+                                           category_ids=[c["id"] for c in cats], aux_logits=False)
+    # untrained, but it calls most regions "bowl" or "orange" (ids 51 and 55, 3 and 4 boxes in this image), so
+    # some detections are right and AP is not 0: metrics with something to get wrong
+    labels = [1 + [c["id"] for c in cats].index(i) for i in (51, 55)]
+    with torch.no_grad():
+        model.model.fc.weight.mul_(0.01)
+        model.model.fc.bias.zero_()
+        model.model.fc.bias[labels] = 5.0
+    model.save(tmp_path / "rc.pt")
     rc = main(["eval", "--annotations", str(gt), "--images", str(coco128["images"]), "--weights",
                str(tmp_path / "rc.pt"), "--fast", "--device", "cpu", "--proposals", "ss", "--out", str(tmp_path / "ev")])
     assert rc == 0 and "coco evaluation of" in capsys.readouterr().out
@@ -158,3 +168,20 @@ def test_weights_branch_with_the_real_pipeline(coco128: dict[str, Path], tmp_pat
     assert {d["category_id"] for d in dets} <= {c["id"] for c in cats}
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["detections"] == len(dets) and 0.0 <= summary["metrics"]["AP"] <= 1.0
+    # the metrics are those of the written detections: evaluating detections.json again ...
+    assert main(["eval", "--annotations", str(gt), "--results", str(tmp_path / "ev" / "detections.json"),
+                 "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["metrics"] == summary["metrics"] and again["detections"] == len(dets)
+    # ... and pycocotools on them directly
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    coco_gt = COCO(str(gt))
+    ev = COCOeval(coco_gt, coco_gt.loadRes(str(tmp_path / "ev" / "detections.json")), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert summary["metrics"]["AP"] == pytest.approx(float(ev.stats[0]), abs=1e-9)
+    assert summary["metrics"]["AP50"] == pytest.approx(float(ev.stats[1]), abs=1e-9)
+    assert summary["metrics"]["AP50"] > 0.0, summary["metrics"]
