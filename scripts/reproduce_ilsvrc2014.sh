@@ -46,9 +46,9 @@
 #   Data (ILSVRC 2014 DET): train 456,567 images / 478,807 boxes; val 20,121 images / 55,502 boxes,
 #   split by R-CNN into val1 10,204 and val2 9,917 images.
 #   Training set train + val1: 456,567 + 10,204 = 466,771 images; 478,807 + ~27,750 = ~506,600 boxes.
-#   Proposals per image: ~1,440 (60 % of R-CNN's ~2,400; ours measured 1,604 SS x2 boxes/image + 200
-#   MultiBox on coco128).
-#   Positives per box (IoU >= 0.5, the box itself included): ~25 (measured with SS x2 on coco128: 19 per
+#   Proposals per image: ~1,440 (60 % of R-CNN's ~2,400; ours: 1,604 SS x2 boxes/image measured on
+#   coco128, + 200 MultiBox).
+#   Positives per box (IoU >= 0.5, the box itself included): ~25 (measured, SS x2 on 48 coco128 images: 19 per
 #   object covering >= 2 % of its image, 25 per object >= 10 %; ILSVRC's objects are mostly large).
 #   -> positives per epoch: 506,600 x 25 = ~12.7 M regions; every positive comes with 3 background regions
 #      (batches of 32 + 96), so one epoch = 4 x 12.7 M = 50.7 M crops = 396 k steps of 128.
@@ -60,11 +60,11 @@
 #   batch 16 vs batch 64; if the GPU ratio were 5x, add two thirds to the training rows.)
 #     region classifiers   6 x 507 M / 5,700 /s = 6 x 88,900 s = 6 x 24.7      = ~148   GPU-h
 #     MultiBox             466,771 images x 30 epochs = 14.0 M images / 5,700 /s =   ~0.7 GPU-h
-#     proposals            MultiBox 486,892 images / 17,000 /s = 30 s            =   ~0.0 GPU-h
-#                          (+ selective search on the CPU: 486,892 x 0.25-0.30 CPU s = 34-41 CPU-h)
+#     proposals            MultiBox 476,688 images / 17,000 /s = 28 s            =   ~0.0 GPU-h
+#                          (+ selective search on the CPU: 476,688 x 0.25-0.30 CPU s = 33-40 CPU-h)
 #     detection on val2    ensemble: 9,917 images x 0.61 s (paper mode, compiled) =  ~1.7 GPU-h
 #                          model 1 alone: at most the same, ~1 GPU-h             =   ~1.0 GPU-h
-#     total (ImageNet weights from torchvision)                                  = ~151   GPU-h
+#     total (ImageNet weights from torchvision)                                  = ~152   GPU-h
 #     optional backbone    1.28 M ImageNet images x 30 epochs / 5,700 /s         =   ~1.9 GPU-h
 #                          (GPU-bound figure; ~5,700 JPEG decodes + augmentations/s need ~40 CPU cores)
 #   On 8 H100s (NPROC=8): ~19 hours. EPOCHS=2 cuts the region classifiers to ~30 GPU-h (R-CNN fine-tuned
@@ -72,6 +72,9 @@
 #   crops/s = 44 batches/s x 32 images = ~1,400 JPEG decodes/s per GPU: give WORKERS ~10 per GPU.
 #   Host memory: `detect train` holds every training image's proposals (~466,771 x 1,440 x 16 B = ~11 GB)
 #   in each process.
+#
+# tests/detect/test_recipe.py runs this very file on a tiny ILSVRC-layout set (CPU, 2 models, 32 px crops)
+# and checks that a second run skips every step.
 #
 # Needs GNU coreutils (cp -rs) and awk; runs the `detect` and `backbone` console scripts of this project
 # (`pip install -e .`) and `torchrun` when NPROC > 1.
