@@ -91,10 +91,11 @@ class ProposalRecallValidation:
         return {"recall_50": stats.recall_50, "recall_70": stats.recall_70, "abo": stats.abo}
 
 
-def validation_config() -> DetectorConfig:
+def validation_config(*, fast: bool = False) -> DetectorConfig:
     """The detector ``detect eval --weights`` runs by default (paper mode; without MultiBox weights its
-    proposals are selective search "fast" at superpixel scale 2)."""
-    return DetectorConfig()
+    proposals are selective search "fast" at superpixel scale 2), or with ``--fast`` (single-strategy
+    selective search, at most 300 proposals)."""
+    return DetectorConfig(fast=fast)
 
 
 def proposal_method(config: DetectorConfig):

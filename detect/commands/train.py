@@ -12,10 +12,21 @@ Examples:
   detect train --annotations ann.json --images imgs/ --proposals paper --multibox-weights mb.pt --out runs/rc3
   detect train --annotations ann.json --images imgs/ --weights none --variant paper --crop-size 64 --out runs/tiny
   detect train ... --out runs/rc1 --resume                                          # continue a killed run
+  detect train --annotations train.json --images train/ --val-annotations val.json --val-images val/ --out runs/rc1
+  detect train --annotations ann.json --images imgs/ --val-fraction 0.1 --out runs/rc1   # hold out 10 % of images
   torchrun --nproc-per-node 8 -m detect train --annotations ann.json --images imgs/ --out runs/rc1
 
 Writes OUT/model.pt (the region-classifier checkpoint: weights, class names, category ids, preprocessing,
-crop settings), OUT/last.pt (resumable), OUT/config.json and OUT/log.jsonl (one line per epoch).
+crop settings), OUT/last.pt (resumable), OUT/config.json, OUT/log.jsonl (one line per epoch; throughput as
+regions_per_s, the engine's samples being groups of regions) and the same as OUT/metrics.csv and
+OUT/curves.png. --batch-size counts regions; config.json states it as batch.regions_per_batch beside
+batch.samples_per_batch (= train.batch_size, in groups).
+
+Validation (--val-annotations, or --val-fraction of the training images, which are then not trained on):
+after every epoch the averaged classifier runs as the detector of `detect eval --weights` (selective
+search "fast" at superpixel scale 2, computed once into OUT/proposals, then warps, softmax, per-class NMS)
+on the validation images, scored with COCO's metric (val_AP, val_AP50) for COCO ground truth or the ILSVRC
+devkit's (val_mAP) for XML; OUT/best.pt (same format as model.pt) holds the epoch with the best AP50 (mAP).
 """
 
 from __future__ import annotations
@@ -79,6 +90,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--workers", type=int, default=2, help="data-loading processes")
     parser.add_argument("--out", type=Path, default=Path("runs/region_classifier"), help="output folder")
 
+    val = parser.add_argument_group("validation (after every epoch, as 'detect eval --weights'; best.pt by AP50)")
+    held_out = val.add_mutually_exclusive_group()
+    held_out.add_argument("--val-annotations", type=Path, default=None, metavar="GT",
+                          help="held-out ground truth, same classes as --annotations: COCO JSON or folder of "
+                               "VOC/ILSVRC XML (default: none)")
+    held_out.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                          help="hold out this fraction of the training images instead; they are not trained on "
+                               "(default: none)")
+    val.add_argument("--val-images", type=Path, default=None, metavar="DIR",
+                     help="image folder of --val-annotations (default: as the annotations say)")
+    val.add_argument("--val-fast", action="store_true",
+                     help="validate as 'detect eval --fast' (single-strategy selective search, at most 300 "
+                          "proposals per image): much cheaper on a CPU (default: off, the paper's mode)")
+    val.add_argument("--val-seed", type=int, default=0,
+                     help="which images --val-fraction holds out; apart from --seed, so the members of an "
+                          "ensemble share one split (default: %(default)s)")
+
 
 def _proposals(args: argparse.Namespace, records: list) -> list:
     """One ``Tensor[P, 4]`` per record, from a cache folder, computed (and cached), or gt-jitter."""
@@ -121,6 +149,7 @@ def main(args: argparse.Namespace) -> int:
     records = dataset.records[: args.max_images] if args.max_images else dataset.records
     if not records:
         raise InputError(args.annotations, "no images to train on")
+    records, val_set, val_info = _validation_set(args, dataset, records)
     weights = None if args.weights == "none" else args.weights
     variant = args.variant or ("torchvision" if weights == "imagenet" else "paper" if weights is None else None)
 
@@ -136,6 +165,8 @@ def main(args: argparse.Namespace) -> int:
                                 batch_size=args.batch_size, config=sampling)
     except ValueError as err:
         raise InputError(args.annotations, str(err)) from None
+    regions_per_group = regions.pos_per_group + regions.bg_per_group
+    validate = None if val_set is None else _validation(args, val_set)
     config = TrainConfig(epochs=args.epochs, batch_size=regions.groups_per_batch, lr=args.lr,
                          weight_decay=args.weight_decay, polyak=args.polyak, amp=args.amp,
                          channels_last=args.channels_last, workers=args.workers,
@@ -146,6 +177,9 @@ def main(args: argparse.Namespace) -> int:
         "weights": args.weights, "variant": classifier.model.variant, "crop": crop.to_dict(),
         "sampling": sampling.to_dict(), "regions_per_batch": args.batch_size,
         "region_stats": regions.stats(), "train": config.to_dict(),
+        # the engine's batch (train.batch_size) counts groups: each group is one positive's image
+        "groups_per_batch": regions.groups_per_batch, "regions_per_group": regions_per_group,
+        "validation": val_info,
     }
 
     def save_final(view, path: Path) -> None:
@@ -155,8 +189,74 @@ def main(args: argparse.Namespace) -> int:
              *[regions.stats()[k] for k in ("positives", "background", "images")], args.out)
     result = train(TrainView(classifier), regions, RegionLoss(p.mean, p.std, channels_last=args.channels_last),
                    config, args.out, resume=args.resume, collate_fn=collate_regions, meta=run_config,
-                   save_final=save_final)
+                   save_final=save_final, validate=validate,
+                   best_metric=None if validate is None else validate.best_metric,
+                   sample_unit=("regions", regions_per_group))
     last = result.history[-1] if result.history else {}
     log.info("done: %d epochs, %d steps; final loss %s -> %s", result.epochs, result.global_step,
              f"{last.get('loss', float('nan')):.4g}", result.model_path)
+    if result.best is not None:
+        log.info("best: %s (epoch %d, %s %.4g)", result.best_path, result.best["epoch"], result.best["metric"],
+                 result.best["value"])
     return 0
+
+
+def _validation_set(args: argparse.Namespace, dataset, records: list) -> tuple[list, object, dict | None]:
+    """``(training records, validation DetectionDataset or None, what config.json records about it)``."""
+    from detect.datasets import read_dataset
+    from detect.validation import split_records, subset
+
+    if args.val_images is not None and args.val_annotations is None:
+        raise InputError(args.val_images, "--val-images needs --val-annotations")
+    if args.val_fraction is not None:
+        try:
+            records, held_out = split_records(records, args.val_fraction, seed=args.val_seed)
+        except ValueError as err:
+            raise InputError(None, str(err)) from None
+        ids = [str(r.image_id) for r in held_out]
+        info = {"source": "--val-fraction", "fraction": args.val_fraction, "seed": args.val_seed,
+                "images": len(ids), "image_ids": ids}
+        _check_resumed_split(args, info)
+        return records, subset(dataset, held_out), info
+    if args.val_annotations is None:
+        return records, None, None
+    val_set = read_dataset(args.val_annotations, args.val_images)
+    if not val_set.records:
+        raise InputError(args.val_annotations, "no images to validate on")
+    if [str(c) for c in val_set.category_ids] != [str(c) for c in dataset.category_ids]:
+        raise InputError(args.val_annotations, f"its {val_set.num_classes} classes differ from the "
+                                               f"{dataset.num_classes} of {args.annotations} (in number or order)")
+    return records, val_set, {"source": str(args.val_annotations), "images": len(val_set.records)}
+
+
+def _check_resumed_split(args: argparse.Namespace, info: dict) -> None:
+    """--resume must hold out the images the run held out (else it would train on other images)."""
+    from backbone.checkpoint import read_torch_file
+
+    last = args.out / "last.pt"
+    if not args.resume or not last.exists():
+        return
+    saved = (read_torch_file(last).get("meta") or {}).get("validation") or {}
+    if saved.get("image_ids") != info["image_ids"]:
+        raise InputError(last, f"was trained holding out other images ({saved.get('source', 'none')}, "
+                               f"{saved.get('images', 0)} images); resume with its --val-fraction/--val-seed")
+
+
+def _validation(args: argparse.Namespace, val_set):
+    """The engine's ``validate``: proposals cached once under OUT/proposals (rank 0), detector + evaluator."""
+    import os
+
+    from detect.validation import DetectionValidation, cache_proposals, validation_config
+
+    config = validation_config(fast=args.val_fast)
+    if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 validates
+        folder = cache_proposals(val_set.records, args.out / "proposals", config, workers=args.workers)
+    else:
+        from detect.validation import proposal_method
+        from proposals.cache import cache_dir
+
+        folder = cache_dir(args.out / "proposals", proposal_method(config))
+    validate = DetectionValidation(val_set, folder, config=config)
+    log.info("validating on %d images after every epoch (%s metric; best.pt by %s)", len(val_set.records),
+             validate.metric, validate.best_metric)
+    return validate
