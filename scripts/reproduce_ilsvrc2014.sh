@@ -345,7 +345,8 @@ def mAP(name):
 def recall(split):  # the `detect proposals --gt` table: header line, then the values
     lines = (out / "proposals" / f"{split}.recall.txt").read_text().split("\n")
     head = next(i for i, line in enumerate(lines) if "recall@0.5" in line)
-    return float(dict(zip(lines[head].split(), lines[head + 1].split()))["recall@0.5"])
+    names, values = lines[head].split(), lines[head + 1].split()
+    return float(values[names.index("recall@0.5") - len(names)])  # from the right: "gt boxes" is two words
 
 rows = [("proposal coverage, recall@0.5 (section 8)", "93 %", f"{100 * recall('val2'):.1f} %")]
 if single:

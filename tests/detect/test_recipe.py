@@ -133,6 +133,10 @@ def test_recipe_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
         assert math.isfinite(summary["metrics"]["mAP"]) and 0.0 <= summary["metrics"]["mAP"] <= 1.0
     results = (out / "results.txt").read_text()
     assert "43.9 %" in results and "38.02 %" in results and "93 %" in results
+    # coverage = val2's recall@0.5 (columns: images, gt boxes, boxes/img, recall@0.5, ...)
+    recall_50 = float((out / "proposals" / "val2.recall.txt").read_text().splitlines()[-1].split()[3])
+    coverage = next(line for line in results.splitlines() if line.startswith("proposal coverage"))
+    assert coverage.split()[-2] == f"{100 * recall_50:.1f}"
 
     mtimes = {p: p.stat().st_mtime_ns for p in outputs if p.name != "results.txt"}
     second = _run(env, tmp_path)
