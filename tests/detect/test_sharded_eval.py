@@ -44,5 +44,8 @@ def test_torchrun_eval_equals_one_process(coco128, tmp_path):
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert one["metrics"] == two["metrics"] and one["images"] == two["images"] == 3
-    assert (json.loads((tmp_path / "one" / "detections.json").read_text())
-            == json.loads((tmp_path / "two" / "detections.json").read_text()))
+    one_dets = json.loads((tmp_path / "one" / "detections.json").read_text())
+    assert one_dets == json.loads((tmp_path / "two" / "detections.json").read_text())
+    # not two empty lists: every image (so both ranks' shards) has detections, and the summaries count them
+    assert {d["image_id"] for d in one_dets} == ids
+    assert one["detections"] == two["detections"] == len(one_dets) > 0
