@@ -8,7 +8,9 @@
   MultiBox: selective search "fast" at superpixel scale 2, context warps, softmax, per-class NMS), then
   evaluated with :mod:`detect.evaluation`: COCO's metric for COCO ground truth (AP, AP50), the ILSVRC
   devkit's for XML ground truth (mAP). Selective search runs once per image, before training, into a
-  proposal cache (:mod:`proposals.cache`), not every epoch.
+  proposal cache (:mod:`proposals.cache`), not every epoch. ``fast=True`` is ``detect eval --fast``
+  instead (single-strategy selective search, at most 300 proposals): the classifier dominates the cost
+  of validation on a CPU, and that caps it.
 
 Both only read the model they are given; the detector runs on a copy with BatchNorm folded into the convs,
 as :func:`detect.pipeline.load_detector` does for ``detect eval``.

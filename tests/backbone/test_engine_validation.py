@@ -117,3 +117,50 @@ def test_without_best_metric_no_best_pt(tmp_path):
     result = _run(tmp_path, epochs=1, validate=TableValidation([0.5]))
     assert result.best is None and not (tmp_path / "best.pt").exists()
     assert _records(tmp_path)[0]["val_score"] == 0.5
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_validation_numbers(tmp_path):
+    """torchrun with 2 CPU processes: rank 0 validates, both ranks' histories hold its numbers, and the
+    result equals one process (as tests/backbone/test_ddp.py checks without validation)."""
+    import os
+    import subprocess
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__, str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    histories = [json.loads((out / f"history{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["val_score"] for r in histories[0]] == [r["val_score"] for r in histories[1]] == [0.2, 0.8]
+    assert json.loads((out / "calls.json").read_text()) == {"0": [1, 2]}  # rank 1 never validated
+    single = _ddp_task(tmp_path / "single")
+    assert single.best == torch.load(out / "last.pt", weights_only=True)["best"] == {
+        "metric": "val_score", "value": 0.8, "epoch": 2}
+    ddp_best = torch.load(out / "best.pt", weights_only=True)["model"]
+    for k, v in torch.load(tmp_path / "single" / "best.pt", weights_only=True)["model"].items():
+        assert torch.allclose(ddp_best[k], v, rtol=1e-4, atol=1e-6), k
+
+
+def _ddp_task(out: Path):
+    """2 epochs of the tiny task without dropout (so 2 ranks equal 1), validated by a 2-entry table."""
+    import os
+
+    calls: dict[str, list[int]] = {}
+
+    def validate(model, epoch):
+        calls.setdefault(os.environ.get("RANK", "0"), []).append(epoch)
+        return {"score": [0.2, 0.8][epoch - 1]}
+
+    seed_everything(0)
+    result = train(tasks.TinyNet(), tasks.NoisyDigits(48), tasks.classification_loss, tasks.tiny_config(epochs=2),
+                   out, validate=validate, best_metric="score")
+    rank = os.environ.get("RANK", "0")
+    (out / f"history{rank}.json").write_text(json.dumps(list(result.history)))
+    if calls:
+        (out / "calls.json").write_text(json.dumps(calls))
+    return result
+
+
+if __name__ == "__main__":  # run by torchrun in test_two_processes_share_the_validation_numbers
+    _ddp_task(Path(sys.argv[1]))
