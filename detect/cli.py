@@ -8,6 +8,7 @@ Examples:
     detect train --annotations ann.json --images imgs/ --out runs/rc1
     detect multibox train --annotations ann.json --images imgs/ --out runs/mb
     detect eval --annotations ann.json --results dets.json
+    detect demo                                   # offline: synthetic data, train, evaluate, detect
 """
 # Each subcommand lives in ``detect/commands/<name>.py`` with ``add_arguments(parser)`` and
 # ``main(args) -> int``; this file only wires them together.
@@ -26,6 +27,7 @@ COMMANDS = {
     "train": ("train", "fine-tune a region classifier on cached proposals"),
     "multibox": ("multibox", "train or run the MultiBox proposal network"),
     "eval": ("evaluate", "evaluate detections against COCO or ILSVRC ground truth"),
+    "demo": ("demo", "offline demo: draw a synthetic set, train from scratch, evaluate, detect"),
 }
 
 
