@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         paths, gts, labels = load_set(args.annotations, args.images, args.limit, folder)
         n = len(paths)
-        ours_cfg = SelectiveSearchConfig(strategy="fast", max_width=WIDTH)
+        ours_cfg = SelectiveSearchConfig(strategy="fast", width=WIDTH)
         run_ours(paths[:1], ours_cfg, 1)  # warm-up: loads the compiled kernels from numba's cache
         print("\n".join(lines), flush=True)
         for cores in args.cores:
