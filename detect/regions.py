@@ -56,6 +56,13 @@ class RegionSamplingConfig:
         background_from: ``"image"`` = a group's background comes from the image of its positive (one
             image read per group), ``"any"`` = from random images of the whole set (R-CNN's window layer).
         min_size: proposals narrower or lower than this many pixels are dropped.
+        near_background_fraction: share of a group's background drawn from the *near* background — regions
+            whose IoU with a ground-truth box is in ``[near_background_iou, bg_iou_high)``: parts of objects,
+            loose boxes, neighbours — when the image has any (0 = R-CNN's uniform draw). Uniform draws are
+            mostly far from every object, so a classifier trained on them alone scores a box at IoU 0.6 with
+            an object nearly as high as the tight box, and a part of one shape as another shape; without
+            bounding-box regression that costs AP at IoU > 0.5 (README "Learning from scratch").
+        near_background_iou: lower IoU bound of the near background.
     """
 
     fg_iou: float = 0.5
@@ -66,6 +73,8 @@ class RegionSamplingConfig:
     mirror: bool = True
     background_from: str = "image"
     min_size: float = 2.0
+    near_background_fraction: float = 0.0
+    near_background_iou: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.bg_iou_low < self.bg_iou_high <= self.fg_iou <= 1.0:
@@ -73,6 +82,10 @@ class RegionSamplingConfig:
                              f"{self.bg_iou_low}, {self.bg_iou_high}, {self.fg_iou}")
         if not 0.0 < self.positives_fraction < 1.0:
             raise ValueError(f"positives_fraction must be in (0, 1), got {self.positives_fraction}")
+        if not 0.0 <= self.near_background_fraction <= 1.0:
+            raise ValueError(f"near_background_fraction must be in [0, 1], got {self.near_background_fraction}")
+        if not 0.0 <= self.near_background_iou < self.bg_iou_high:
+            raise ValueError(f"near_background_iou must be in [0, bg_iou_high), got {self.near_background_iou}")
         if self.background_from not in ("image", "any"):
             raise ValueError(f"background_from must be 'image' or 'any', got {self.background_from!r}")
 
@@ -185,6 +198,8 @@ class RegionDataset(torch.utils.data.Dataset):
         self.positive_region = torch.cat(positives) if positives else torch.zeros(0, dtype=torch.int64)
         self.positive_image = torch.cat(pos_image) if pos_image else torch.zeros(0, dtype=torch.int64)
         self.background = [torch.nonzero(r.labels == 0).flatten() for r in self.regions]
+        self.near_background = [torch.nonzero((r.labels == 0) & (r.max_iou >= config.near_background_iou)).flatten()
+                                for r in self.regions]
         self.bg_images = torch.tensor([i for i, n in enumerate(bg_counts) if n > 0], dtype=torch.int64)
         if len(self.positive_region) < self.pos_per_group or len(self.bg_images) == 0:
             raise ValueError(f"not enough training regions: {len(self.positive_region)} positives, "
@@ -199,7 +214,8 @@ class RegionDataset(torch.utils.data.Dataset):
     def stats(self) -> dict[str, int]:
         """Counts for logs and reports."""
         return {"images": len(self.records), "positives": len(self.positive_region),
-                "background": sum(len(b) for b in self.background), "groups": len(self)}
+                "background": sum(len(b) for b in self.background),
+                "near_background": sum(len(b) for b in self.near_background), "groups": len(self)}
 
     def _draw_background(self, image: int) -> list[tuple[int, int]]:
         """``bg_per_group`` (image, region) pairs, uniformly at random (torch's global generator)."""
@@ -209,6 +225,9 @@ class RegionDataset(torch.utils.data.Dataset):
             if self.config.background_from == "any" or len(self.background[img]) == 0:
                 img = int(self.bg_images[torch.randint(len(self.bg_images), ()).item()])
             pool = self.background[img]
+            if self.config.near_background_fraction > 0 and len(self.near_background[img]) > 0 \
+                    and torch.rand(()).item() < self.config.near_background_fraction:
+                pool = self.near_background[img]
             out.append((img, int(pool[torch.randint(len(pool), ()).item()])))
         return out
 

@@ -10,7 +10,8 @@ Examples:
   detect train --annotations ann.json --images imgs/ --out runs/rc1                  # SS proposals, ImageNet init
   detect train --annotations ann.json --images imgs/ --proposals-cache cache/ss-3f2a9c01b7de --out runs/rc2 --seed 2
   detect train --annotations ann.json --images imgs/ --proposals paper --multibox-weights mb.pt --out runs/rc3
-  detect train --annotations ann.json --images imgs/ --weights none --variant paper --crop-size 64 --out runs/tiny
+  detect train --annotations ann.json --images imgs/ --weights none --crop-size 32 --padding 2 --fg-iou 0.7 --out runs/s
+                                               # from scratch (lr 0.01, no Polyak averaging; README "Learning from scratch")
   detect train ... --out runs/rc1 --resume                                          # continue a killed run
   detect train --annotations train.json --images train/ --val-annotations val.json --val-images val/ --out runs/rc1
   detect train --annotations ann.json --images imgs/ --val-fraction 0.1 --out runs/rc1   # hold out 10 % of images
@@ -40,6 +41,11 @@ from backbone.errors import InputError
 
 log = logging.getLogger(__name__)
 
+#: learning rate and Polyak decay when fine-tuning from weights (R-CNN) and when training from scratch
+#: (--weights none: measured on bench/learnability.py's shapes, see README "Learning from scratch")
+FINE_TUNE_LR, FINE_TUNE_POLYAK = 0.001, 0.999
+SCRATCH_LR, SCRATCH_POLYAK = 0.01, 0.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
@@ -61,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="backbone initialisation: torchvision's ImageNet GoogLeNet, a backbone checkpoint, "
                             "or none (random) (default: %(default)s)")
     model.add_argument("--variant", choices=["paper", "torchvision"], default=None,
-                       help="GoogLeNet variant (default: torchvision for imagenet, the file's for a path, "
-                            "paper for none)")
+                       help="GoogLeNet variant (default: torchvision for imagenet and for none — its BatchNorm "
+                            "lets a random init learn in a few epochs —, the file's for a path)")
     model.add_argument("--crop-size", type=int, default=224, help="warped region side in px (default: 224)")
     model.add_argument("--padding", type=int, default=16, help="context px at the warped size (R-CNN: 16)")
 
@@ -73,14 +79,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sampling.add_argument("--background-from", choices=["image", "any"], default="image",
                           help="background of a group from the positive's image or any image")
     sampling.add_argument("--no-mirror", action="store_true", help="no random horizontal flips")
+    sampling.add_argument("--near-background", type=float, default=0.0, metavar="F",
+                          help="share of background regions drawn from those overlapping an object by IoU in "
+                               "[0.1, fg-iou): parts and loose boxes, which teaches the classifier to prefer tight "
+                               "boxes (default: %(default)s = R-CNN's uniform draw)")
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=10, help="passes over the positives (default: 10)")
     opt.add_argument("--batch-size", type=int, default=128, help="regions per SGD step (R-CNN: 128)")
-    opt.add_argument("--lr", type=float, default=0.001, help="R-CNN's fine-tuning rate (default: 0.001)")
+    opt.add_argument("--lr", type=float, default=None,
+                     help=f"learning rate (default: {FINE_TUNE_LR} = R-CNN's fine-tuning rate when starting from "
+                          f"weights; {SCRATCH_LR} with --weights none, where {FINE_TUNE_LR} barely moves a random "
+                          "init in a few epochs)")
     opt.add_argument("--weight-decay", type=float, default=5e-4, help="R-CNN's (default: 5e-4)")
-    opt.add_argument("--polyak", type=float, default=0.999,
-                     help="EMA decay per step for the final weights (section 6); 0 = off (default: 0.999)")
+    opt.add_argument("--polyak", type=float, default=None,
+                     help=f"EMA decay per step for the final weights (section 6); 0 = off (default: {FINE_TUNE_POLYAK} "
+                          "from weights; 0 with --weights none, whose short runs change too fast to average)")
     opt.add_argument("--seed", type=int, default=0, help="order, background draw, flips, dropout")
     opt.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA")
     opt.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
@@ -142,7 +156,8 @@ def main(args: argparse.Namespace) -> int:
         crop = CropConfig(size=args.crop_size, padding=args.padding)
         sampling = RegionSamplingConfig(fg_iou=args.fg_iou, bg_iou_low=args.bg_iou_low, bg_iou_high=args.fg_iou,
                                         positives_fraction=args.positives_fraction,
-                                        background_from=args.background_from, mirror=not args.no_mirror)
+                                        background_from=args.background_from, mirror=not args.no_mirror,
+                                        near_background_fraction=args.near_background)
     except ValueError as err:
         raise InputError(None, str(err)) from None
     dataset = read_dataset(args.annotations, args.images)
@@ -151,7 +166,10 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(args.annotations, "no images to train on")
     records, val_set, val_info = _validation_set(args, dataset, records)
     weights = None if args.weights == "none" else args.weights
-    variant = args.variant or ("torchvision" if weights == "imagenet" else "paper" if weights is None else None)
+    variant = args.variant or ("torchvision" if weights in ("imagenet", None) else None)
+    scratch = weights is None
+    lr = args.lr if args.lr is not None else SCRATCH_LR if scratch else FINE_TUNE_LR
+    polyak = args.polyak if args.polyak is not None else SCRATCH_POLYAK if scratch else FINE_TUNE_POLYAK
 
     t0 = time.perf_counter()
     proposals = _proposals(args, records)
@@ -167,8 +185,8 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(args.annotations, str(err)) from None
     regions_per_group = regions.pos_per_group + regions.bg_per_group
     validate = None if val_set is None else _validation(args, val_set)
-    config = TrainConfig(epochs=args.epochs, batch_size=regions.groups_per_batch, lr=args.lr,
-                         weight_decay=args.weight_decay, polyak=args.polyak, amp=args.amp,
+    config = TrainConfig(epochs=args.epochs, batch_size=regions.groups_per_batch, lr=lr,
+                         weight_decay=args.weight_decay, polyak=polyak, amp=args.amp,
                          channels_last=args.channels_last, workers=args.workers,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device)
     run_config = {

@@ -79,7 +79,7 @@ def test_dataset_groups_have_exact_ratio_and_true_labels(tiny_set):
                        config=RegionSamplingConfig(mirror=False))
     assert (ds.groups_per_batch, ds.pos_per_group, ds.bg_per_group) == (2, 1, 3)
     # per image: 2 gt + 2 matching proposals positive, 3 background
-    assert ds.stats() == {"images": 2, "positives": 8, "background": 6, "groups": 8}
+    assert ds.stats() == {"images": 2, "positives": 8, "background": 6, "near_background": 0, "groups": 8}
     torch.manual_seed(0)
     batch = collate_regions([ds[i] for i in range(len(ds))])
     crops, labels = batch
@@ -108,6 +108,31 @@ def test_mirroring_and_background_draw_follow_the_seed(tiny_set):
         torch.manual_seed(seed)
         seen.add(ds[0][0].sum().item())
     assert len(seen) > 1  # different seeds draw different background / flips
+
+
+def test_near_background_draws_parts_and_loose_boxes(tiny_set):
+    """--near-background F: that share of the background comes from regions overlapping an object by IoU in
+    [0.1, fg_iou) (here one loose box, IoU 0.40, among four far ones); F = 0 keeps R-CNN's uniform draw."""
+    recs, _ = tiny_set
+    near = torch.tensor([4.0, 4.0, 24.0, 10.4])  # the top 40 % of the first gt box: IoU 0.40
+    far = torch.tensor([[0.0, 30.0, 20.0, 47.0], [40.0, 0.0, 63.0, 8.0], [10.0, 24.0, 30.0, 40.0],
+                        [0.0, 0.0, 3.0, 47.0]])
+    props = [torch.cat([near[None], far]) for _ in recs]
+
+    def drawn_ious(fraction: float) -> torch.Tensor:
+        ds = RegionDataset(recs, props, crop=CropConfig(size=32, padding=4), fill=(0, 0, 0), batch_size=8,
+                           config=RegionSamplingConfig(near_background_fraction=fraction))
+        assert ds.stats()["near_background"] == 2 and ds.stats()["background"] == 10
+        torch.manual_seed(0)
+        picks = [p for _ in range(200) for p in ds._draw_background(0)]
+        return torch.stack([ds.regions[img].max_iou[r] for img, r in picks])
+
+    always, never, half = drawn_ious(1.0), drawn_ious(0.0), drawn_ious(0.5)
+    assert torch.allclose(always, torch.full_like(always, 0.4), atol=1e-4)
+    assert 0.1 < (never >= 0.1).float().mean() < 0.3       # uniform: 1 region in 5
+    assert 0.5 < (half >= 0.1).float().mean() < 0.7        # 0.5 + 0.5 x 1/5 = 0.6
+    with pytest.raises(ValueError):
+        RegionSamplingConfig(near_background_fraction=1.5)
 
 
 def test_loss_and_jitter(tiny_set):
