@@ -252,7 +252,13 @@ def load_detector(weights: Sequence[str] | None, config: DetectorConfig = Detect
             log.info("fast mode: using only the first of %d models (%s)", len(weights), weights[0])
         classifier = Ensemble.from_checkpoints(chosen)
     else:
-        classifier = Ensemble([ZeroShotClassifier.from_imagenet()])
+        from backbone.errors import InputError
+
+        try:
+            classifier = Ensemble([ZeroShotClassifier.from_imagenet()])
+        except InputError as err:  # offline and no file: say how to see the detector work without it
+            raise InputError(err.path, f"{err.problem}; or run 'detect demo' to train and run the detector "
+                                       "offline on synthetic shapes") from None
     from backbone.fuse import fold_batchnorm_
 
     for member in classifier.members:  # inference only: BatchNorm folded into the convs

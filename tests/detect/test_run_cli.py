@@ -132,6 +132,7 @@ def test_zero_shot_offline_names_the_file(tmp_path, photos, capsys, monkeypatch)
     assert main(["run", str(photos / "astronaut.png"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "googlenet-1378be20.pth" in err and str(tmp_path / "hub") in err and len(err.strip().splitlines()) == 1
+    assert "detect demo" in err  # the offline way to see the detector work
 
 
 @pytest.mark.slow
