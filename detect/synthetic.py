@@ -41,8 +41,8 @@ SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemis
                   "cell", "page", "text")
 
 #: ``detect train`` flags of the from-scratch recipe measured on this set (bench/learnability.py, README)
-SCRATCH_RECIPE = ("--weights", "none", "--variant", "torchvision", "--crop-size", "32", "--padding", "2",
-                  "--proposals", "ss", "--fg-iou", "0.7", "--epochs", "2", "--lr", "0.01", "--polyak", "0")
+SCRATCH_RECIPE = ("--weights", "none", "--crop-size", "32", "--padding", "2", "--proposals", "ss",
+                  "--fg-iou", "0.7", "--near-background", "0.5", "--epochs", "3")
 
 #: one background photograph: a name (for the record) and a loader returning ``np.ndarray[H, W, 3]`` uint8 RGB
 Background = tuple[str, Callable[[], np.ndarray]]
