@@ -42,7 +42,7 @@ SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemis
 
 #: ``detect train`` flags of the from-scratch recipe measured on this set (bench/learnability.py, README)
 SCRATCH_RECIPE = ("--weights", "none", "--crop-size", "32", "--padding", "2", "--proposals", "ss",
-                  "--fg-iou", "0.7", "--near-background", "0.5", "--epochs", "3")
+                  "--fg-iou", "0.8", "--near-background", "0.5", "--epochs", "3")
 
 #: one background photograph: a name (for the record) and a loader returning ``np.ndarray[H, W, 3]`` uint8 RGB
 Background = tuple[str, Callable[[], np.ndarray]]
