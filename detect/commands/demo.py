@@ -18,6 +18,7 @@ Run again with the same --out to reuse what is done (the data, a finished or int
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import time
@@ -68,7 +69,8 @@ def main(args: argparse.Namespace) -> int:
     _step(1, f"drawing {args.train_images} + {args.test_images} synthetic images (disc, triangle, cross "
              f"on scikit-image's photographs) -> {data}")
     train_json, test_json = data / "train.json", data / "test.json"
-    if test_json.exists() and read_json(test_json).get("info", {}).get("config") == config.to_dict():
+    wanted = json.loads(json.dumps(config.to_dict()))  # as the file holds it (tuples become lists)
+    if test_json.exists() and read_json(test_json).get("info", {}).get("config") == wanted:
         print("      reusing the images already there", flush=True)
     else:
         make_shapes(data, skimage_backgrounds(), config)
