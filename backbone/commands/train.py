@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from backbone.augment import AugmentConfig, TrainTransform
 from backbone.checkpoint import is_checkpoint, read_torch_file, save_checkpoint
-from backbone.engine import MethodAsForward, TrainConfig, TrainResult, seed_everything, train
+from backbone import engine
+from backbone.engine import MethodAsForward, TrainConfig, TrainResult, seed_everything
 from backbone.errors import InputError
 from backbone.folder import ImageFolder
 from backbone.googlenet import VARIANTS, GoogLeNet, GoogLeNetConfig, googlenet, googlenet_loss
@@ -190,7 +191,7 @@ def main(args: argparse.Namespace) -> int:
         meta["val"] = str(args.val)
     log.info("training the %s GoogLeNet on %d images of %d classes from %s", model.variant, len(dataset),
              len(classes), args.data)
-    result: TrainResult = train(MethodAsForward(model, "forward_train"), dataset, _ClassifierLoss(args.channels_last),
+    result: TrainResult = engine.train(MethodAsForward(model, "forward_train"), dataset, _ClassifierLoss(args.channels_last),
                                 config, out, resume=args.resume, meta=meta, save_final=save_final,
                                 validate=validate, best_metric="top1", sample_unit=("images", 1))
     last = result.history[-1] if result.history else {}

@@ -30,7 +30,8 @@ import logging
 import os
 from pathlib import Path
 
-from backbone.engine import TrainConfig, seed_everything, train
+from backbone import engine
+from backbone.engine import TrainConfig, seed_everything
 from backbone.errors import InputError
 from backbone.files import write_json
 from backbone.images import expand_inputs, read_image
@@ -136,7 +137,7 @@ def train_main(args: argparse.Namespace) -> int:
     def save_final(final_model, path: Path) -> None:
         save_multibox(path, final_model, config={"train": train_config.to_dict(), **run_info})
 
-    result = train(model, data, MultiBoxLoss(alpha=config.alpha, match_on=config.match_on), train_config, args.out,
+    result = engine.train(model, data, MultiBoxLoss(alpha=config.alpha, match_on=config.match_on), train_config, args.out,
                    resume=args.resume, collate_fn=collate_multibox, meta=run_info, save_final=save_final,
                    validate=validate, best_metric=None if validate is None else validate.best_metric,
                    sample_unit=("images", 1))
