@@ -89,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from detect.evaluation import evaluate_coco, load_coco_results
 
     dataset = read_coco(test_json, images)
-    metrics = evaluate_coco(dataset, load_coco_results(args.out / "eval" / "detections.json", dataset))
-    p50 = metrics.precision[0, :, :, 0, -1]
-    ap50 = {name: float(p50[:, k].mean()) if (p50[:, k] > -1).all() else -1.0
-            for k, name in enumerate(metrics.class_names)}
+    ap50 = evaluate_coco(dataset, load_coco_results(args.out / "eval" / "detections.json", dataset)).per_class_AP50()
     history = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     m = summary["metrics"]
     print()

@@ -30,8 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbone.files import read_json, write_json  # noqa: E402
@@ -47,10 +45,7 @@ def per_class_ap50(detections: Path, annotations: Path) -> dict[str, float]:
     from detect.evaluation import evaluate_coco, load_coco_results
 
     dataset = read_coco(annotations)
-    m = evaluate_coco(dataset, load_coco_results(detections, dataset))
-    p = m.precision[0, :, :, 0, -1]  # [R, K] at IoU 0.5
-    return {name: float(p[:, k][p[:, k] > -1].mean()) if (p[:, k] > -1).any() else -1.0
-            for k, name in enumerate(m.class_names)}
+    return evaluate_coco(dataset, load_coco_results(detections, dataset)).per_class_AP50()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     target = "met" if m["AP50"] >= 0.95 and m["AP"] >= 0.80 and train_s <= 600 else "NOT met"
     print()
-    print(f"| split | images | boxes | AP | AP50 | AP75 | train s | steps | crops/s |")
-    print(f"|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| split | images | boxes | AP | AP50 | AP75 | train s | steps | crops/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| test | {test.num_images} | {test.num_boxes} | {m['AP']:.3f} | {m['AP50']:.3f} | {m['AP75']:.3f} | "
           f"{train_s:.0f} | {steps} | {result['crops_per_s']:.0f} |")
     print()

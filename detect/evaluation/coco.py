@@ -86,6 +86,13 @@ class CocoMetrics:
         """The twelve named values, in ``COCOeval.stats`` order."""
         return {name: getattr(self, name) for name in STAT_NAMES}
 
+    def per_class_AP50(self) -> dict[str, float]:
+        """Class name -> AP at IoU 0.5 (area all, 100 detections), -1 without ground truth: the mean of
+        ``precision`` over its recall thresholds, as pycocotools' summary averages it."""
+        p = self.precision[0, :, :, 0, -1]  # [R, K]
+        return {name: float(p[:, k][p[:, k] > -1].mean()) if (p[:, k] > -1).any() else -1.0
+                for k, name in enumerate(self.class_names)}
+
     def pr_curves(self) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
         """Precision-recall curves for :mod:`detect.evaluation.plots`: ``{"all": ..., class: ...}``.
 

@@ -72,6 +72,14 @@ def test_matches_pycocotools_on_coco128(coco128_gt, rng: np.random.Generator) ->
     k = ds.class_names.index("person")
     p = ref.eval["precision"][:, :, k, 0, -1]
     assert ours.per_class_AP["person"] == pytest.approx(p[p > -1].mean(), abs=0)
+    # per-class AP50 = pycocotools' AP50 (stats[1]) with the evaluation restricted to that class
+    person = [c["id"] for c in raw["categories"] if c["name"] == "person"][0]
+    with contextlib.redirect_stdout(io.StringIO()):
+        only = COCOeval(api, api.loadRes(results), "bbox")
+        only.params.catIds = [person]
+        only.evaluate(), only.accumulate(), only.summarize()
+    assert ours.per_class_AP50()["person"] == pytest.approx(only.stats[1], abs=1e-12)
+    assert ours.per_class_AP50()["person"] != pytest.approx(ours.per_class_AP["person"])
     # the same detections as {image_id: Detections} give the same numbers
     again = evaluate_coco(ds, results_to_detections(results, ds))
     assert again.stats() == pytest.approx(ours.stats(), abs=1e-6)
