@@ -108,28 +108,6 @@ def _is_truncated(path: Path, data: bytes) -> bool:
     return False
 
 
-def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Command-line inputs -> image paths: files as given, folders expanded by :func:`list_images`.
-
-    Raises InputError for a path that does not exist or a folder without images."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(list_images(p))
-        elif not p.exists():
-            raise InputError(p, "no such file or folder")
-        else:
-            paths.append(p)
-    return paths
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """All image files under ``folder`` (recursively), sorted. Raises InputError if there are none."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise InputError(root, "no such folder")
-    files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-    if not files:
-        raise InputError(root, f"no image files ({', '.join(IMAGE_SUFFIXES[:3])} ...) in folder")
-    return files
+# Input expansion (files, folders, globs, list files, URLs) lives in backbone.inputs; re-exported here
+# for the callers that import it from this module.
+from backbone.inputs import expand_inputs, list_images  # noqa: E402,F401
