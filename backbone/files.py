@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -55,6 +56,61 @@ def atomic_path(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _same_place(a: Path, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file: the same inode, or the same resolved path."""
+    with contextlib.suppress(OSError, ValueError):
+        if a.exists() and os.path.samefile(a, b):
+            return True
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
+        return a.resolve() == Path(b).resolve()
+    return False
+
+
+def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), what: str = "--out") -> Path:
+    """Refuse, before any work starts, an output file that cannot or must not be written.
+
+    Refused (one :class:`InputError` line): a path that is, or resolves to, one of ``inputs`` (images,
+    checkpoints, list files: we never overwrite what the user gave); an existing path that is not a
+    regular file (a folder, a device such as ``/dev/stdout``, a FIFO); a name too long for the file
+    system; a folder that cannot be created or written (missing permission, read-only, ``/sys``), tried
+    by creating and removing a temporary file there. Returns ``path`` as a :class:`Path`.
+    """
+    target = Path(path)
+    for item in inputs:
+        if _same_place(target, item):
+            raise InputError(target, f"{what} would overwrite an input file ({os.fspath(item)}); "
+                                     "choose another output path")
+    if os.path.lexists(target):
+        try:
+            st = os.stat(target)
+        except OSError as err:
+            raise InputError(target, f"{what}: cannot use this path ({err.strerror or err})") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(target, f"{what} is a folder, expected a file")
+        if not stat.S_ISREG(st.st_mode) or os.path.islink(target):
+            raise InputError(target, f"{what} is not a regular file (a device, pipe or link); "
+                                     "choose a new or regular file")
+    if len(target.name.encode("utf-8", "surrogateescape")) > 255:
+        raise InputError(target, f"{what}: file name longer than 255 bytes")
+    check_output_folder(target.parent, what=what)
+    return target
+
+
+def check_output_folder(folder: str | os.PathLike, *, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and check that files can be created in it (one InputError line if not)."""
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, f"{what}: not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=out)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise InputError(out, f"{what}: cannot write here ({err.strerror or err})") from None
+    return out
 
 
 def read_json(path: str | os.PathLike) -> Any:
