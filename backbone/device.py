@@ -25,3 +25,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise InputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
     return resolved
+
+
+def describe_device(requested: str | torch.device | None, resolved: torch.device) -> str:
+    """One phrase for a start-up line: the device, and why it is the CPU when ``--device auto`` found no
+    usable CUDA (no CUDA build of torch, a GPU torch cannot use, or no GPU)."""
+    if resolved.type == "cuda":
+        index = resolved.index if resolved.index is not None else torch.cuda.current_device()
+        return f"{resolved} ({torch.cuda.get_device_name(index)})"
+    if resolved.type != "cpu" or requested not in (None, "auto"):
+        return str(resolved)
+    if torch.version.cuda is None:
+        import os
+
+        gpu_present = os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")
+        why = ("a GPU is present but this torch " + torch.__version__ + " is a CPU-only build"
+               if gpu_present else "this torch is a CPU-only build and no GPU was found")
+    else:
+        why = f"no CUDA device is usable by torch {torch.__version__} (CUDA {torch.version.cuda})"
+    return f"cpu ({why})"
