@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from backbone.device import resolve_device
-from backbone.images import MAX_PIXELS, read_image
+from backbone.images import MAX_PIXELS
 from detect.structures import Detections
 from proposals.types import Proposals
 
@@ -52,6 +52,7 @@ class DetectorConfig:
     compile: bool = False             # torch.compile the classifiers (CUDA: ~2x crops/s, ~30 s start-up)
     max_pixels: int = MAX_PIXELS      # refuse larger images (see backbone.images)
     seed: int = 0                     # selective search's ranking randomness
+    classes: tuple[int, ...] = ()     # labels (1..K) to keep; empty = every class (`detect run --classes`)
 
     def __post_init__(self) -> None:
         # `not a <= x <= b` is also true for NaN
@@ -65,6 +66,8 @@ class DetectorConfig:
         for name in ("multibox_top_k", "fast_max_proposals", "max_detections", "batch_size", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if any(int(c) < 1 for c in self.classes):
+            raise ValueError(f"class labels start at 1 (0 is background), got {list(self.classes)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,9 +84,9 @@ class Timing:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """What the pipeline returns for one image."""
+    """What the pipeline returns for one image (``path``: a file path, or the URL it came from)."""
 
-    path: Path
+    path: Path | str
     width: int
     height: int
     detections: Detections
@@ -110,19 +113,46 @@ def compute_proposals(image: np.ndarray, config: DetectorConfig, multibox=None) 
     the CPU, MultiBox on its model's device; merged MultiBox-first and deduplicated, capped in fast mode."""
     from proposals.merge import METHODS
 
-    props = METHODS[config.proposals](image, ss_config=_ss_config(config), multibox=multibox,
-                                      top_k=config.multibox_top_k)
+    method = config.proposals
+    if method == "paper" and multibox is None:  # said once at start by the caller (`detect run`'s start line)
+        method = "ss"
+    props = METHODS[method](image, ss_config=_ss_config(config), multibox=multibox, top_k=config.multibox_top_k)
     return _cap(props, config)
 
 
+@dataclass(frozen=True)
+class ImageOutcome:
+    """One input's outcome in :meth:`Detector.detect_each`: a result and the decoded image, or the
+    :class:`~backbone.errors.InputError` that made the input unusable (unreadable, refused, failed download)."""
+
+    item: Path | str
+    result: ImageResult | None = None
+    image: np.ndarray | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _worker_init() -> None:
+    """Worker processes: one thread each; Ctrl-C is the parent's to handle (no traceback per worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
 def _proposal_job(path: str, config: DetectorConfig) -> tuple[np.ndarray, Proposals, float]:
-    """Worker-process job: decode the image and run selective search (no model needed).
+    """Worker-process job: decode the image (file or URL) and run selective search (no model needed).
 
     Returns the decoded image too, so the parent does not decode it again; an unreadable image raises
     InputError, which reaches the parent through the future."""
+    from backbone.inputs import read_input
+
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    image = read_image(path, max_pixels=config.max_pixels)
+    image = read_input(path, max_pixels=config.max_pixels)
     props = compute_proposals(image, replace(config, proposals="ss"))
     return image, props, time.perf_counter() - t0
 
@@ -190,51 +220,96 @@ class Detector:
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         probs = self.classifier.classify(tensor, boxes.to(self.device), batch_size=self.config.batch_size,
                                          amp=self.config.amp).cpu()
+        if self.config.classes:  # `--classes`: other classes never become detections (before the top-N cap)
+            keep = torch.zeros(probs.shape[1], dtype=torch.bool)
+            keep[0] = True
+            keep[list(self.config.classes)] = True
+            probs = probs.masked_fill(~keep, 0.0)
         t1 = time.perf_counter()
         dets = postprocess(boxes.cpu(), probs, self.postprocess_config)
         return dets, t1 - t0, time.perf_counter() - t1
 
     # -- many images, proposals overlapped with classification ----------------------------------------
+    def detect_each(self, items: Sequence[str | os.PathLike], *, workers: int = 1) -> Iterator[ImageOutcome]:
+        """Detect in each input of ``items`` (image paths, or http(s) URLs as ``str``), in order, one
+        :class:`ImageOutcome` per input as soon as it is done; an input that cannot be used yields an
+        outcome with its :class:`InputError` and the run goes on.
+
+        With ``workers > 1``, selective search for upcoming images runs in that many CPU processes while
+        the current one is classified (at most ``2 x workers`` images in flight). The workers ignore
+        Ctrl-C; on KeyboardInterrupt (or when the caller stops iterating) they are stopped at once.
+        """
+        from backbone.errors import InputError
+        from backbone.inputs import is_url, read_input
+
+        items = [i if is_url(i) else Path(i) for i in items]
+        if workers <= 1 or self.config.proposals == "multibox":
+            for item in items:
+                try:
+                    image = read_input(item, max_pixels=self.config.max_pixels)
+                except InputError as err:
+                    yield ImageOutcome(item, error=err)
+                    continue
+                dets, props, timing = self.detect(image)
+                yield ImageOutcome(item, ImageResult(item, image.shape[1], image.shape[0], dets, len(props), timing),
+                                   image)
+            return
+        import signal
+
+        ctx = torch.multiprocessing.get_context("spawn")
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
+        pending: list[cf.Future] = []
+        it = iter(items)
+        try:
+            # workers are spawned at the first submit: with SIGINT ignored, so that they inherit "ignore"
+            # from their first instruction (a Ctrl-C while they import torch prints nothing)
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                for item in it:
+                    pending.append(pool.submit(_proposal_job, str(item), self.config))
+                    if len(pending) >= 2 * workers:
+                        break
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            for item in items:
+                future = pending.pop(0)
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_proposal_job, str(nxt), self.config))
+                try:
+                    image, props, ss_seconds = future.result()
+                except InputError as err:
+                    yield ImageOutcome(item, error=InputError(str(item), err.problem))
+                    continue
+                dets, used, timing = self.detect(image, proposals=props)
+                result = ImageResult(item, image.shape[1], image.shape[0], dets, len(used),
+                                     replace(timing, proposals=timing.proposals + ss_seconds))
+                yield ImageOutcome(item, result, image)
+        except BaseException:  # Ctrl-C, the caller stopping early (GeneratorExit), an error: stop workers now
+            processes = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in processes:
+                proc.terminate()
+            for proc in processes:
+                proc.join(timeout=5)
+            raise
+        pool.shutdown(wait=True)
+
     def detect_paths(self, paths: Sequence[str | os.PathLike], *, workers: int = 1,
                      progress: bool = False) -> Iterator[tuple[ImageResult, np.ndarray]]:
-        """Detect in each image of ``paths`` (in order), computing selective search for upcoming images
-        in ``workers`` CPU processes while the current one is classified.
+        """Like :meth:`detect_each`, yielding ``(result, image)`` with the decoded RGB image (so callers
+        can draw without decoding again), with a progress bar when ``progress``.
 
-        Yields ``(result, image)`` with the decoded RGB image, so callers can draw without decoding again.
-
-        Raises :class:`backbone.errors.InputError` for the first unreadable image.
+        Raises :class:`backbone.errors.InputError` for the first unusable image.
         """
         from tqdm import tqdm
 
-        paths = [str(p) for p in paths]
-        bar = tqdm(total=len(paths), unit="img", disable=not progress)
-        if workers <= 1 or self.config.proposals == "multibox":
-            for p in paths:
-                image = read_image(p, max_pixels=self.config.max_pixels)
-                dets, props, timing = self.detect(image)
+        with tqdm(total=len(paths), unit="img", disable=not progress) as bar:
+            for outcome in self.detect_each(paths, workers=workers):
+                if outcome.error is not None:
+                    raise outcome.error
                 bar.update()
-                yield ImageResult(Path(p), image.shape[1], image.shape[0], dets, len(props), timing), image
-            bar.close()
-            return
-        ctx = torch.multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            # keep at most 2 x workers images in flight so memory stays bounded on huge folders
-            pending: list[cf.Future] = []
-            it = iter(paths)
-            for p in it:
-                pending.append(pool.submit(_proposal_job, p, self.config))
-                if len(pending) >= 2 * workers:
-                    break
-            for path in paths:
-                image, props, ss_seconds = pending.pop(0).result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append(pool.submit(_proposal_job, nxt, self.config))
-                dets, used, timing = self.detect(image, proposals=props)
-                bar.update()
-                yield ImageResult(Path(path), image.shape[1], image.shape[0], dets, len(used),
-                                  replace(timing, proposals=timing.proposals + ss_seconds)), image
-        bar.close()
+                yield outcome.result, outcome.image
 
 
 def load_detector(weights: Sequence[str] | None, config: DetectorConfig = DetectorConfig(), *,

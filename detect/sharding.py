@@ -60,6 +60,12 @@ def local_device(device: torch.device) -> torch.device:
     return device
 
 
+def barrier(shard: Shard) -> None:
+    """Wait until every rank gets here (nothing to wait for in one process)."""
+    if shard.world > 1 and dist.is_initialized():
+        dist.barrier()
+
+
 def finish(shard: Shard) -> None:
     if shard.world > 1 and dist.is_initialized():
         dist.barrier()
