@@ -1,49 +1,47 @@
-"""COCO box evaluation: pycocotools' ``COCOeval`` with its printing silenced and named results.
+"""COCO box evaluation: pycocotools' numbers, computed by :mod:`detect.evaluation.cocoeval` from one parse
+of the ground truth, with named results.
 
-The numbers are pycocotools' own (``COCOeval.stats`` and ``eval["precision"]``), computed on:
+The ground truth evaluated is, as ``COCO(path)`` sees it:
 
-* for a COCO data set read from a file, that file's raw JSON (so ``area`` is COCO's segment area and boxes
-  are unclipped, exactly as ``COCO(path)`` sees them), restricted to the data set's images;
-* for any other data set (ILSVRC, VOC, or COCO built in memory), a COCO ground truth made from the records:
-  image ids ``1..N`` by position, category ids = labels ``1..K``, ``area`` = box area, ``iscrowd`` =
-  ``ignore``.
+* for a COCO instances file (a path, or a data set read from one): that file's raw JSON, so ``area`` is
+  COCO's segment area and boxes are unclipped; a data set evaluates only its own images (pycocotools'
+  ``params.imgIds``); ``area`` and ``iscrowd`` default to ``w * h`` and 0 where the file leaves them out;
+* for any other data set (ILSVRC, VOC, or COCO built in memory): its records, image ids ``1..N`` by
+  position, ``area`` = box area, ``iscrowd`` = ``ignore``.
 
-Results are loaded the way ``COCO.loadRes`` loads boxes (``area = w * h``, ``iscrowd = 0``, ids ``1..D``)
-but without its ``segmentation`` polygons, which box evaluation never reads, and without its crash on an
+Results are taken as ``COCO.loadRes`` takes boxes (``area = w * h``, not crowd), without its crash on an
 empty list.
 
-Edge cases (pycocotools' conventions, tested):
+Edge cases (pycocotools' conventions, tested against it):
 
-* no detections: every category with ground truth has AP = AR = 0 (what ``COCOeval`` computes when an
-  image has ground truth and no detections); categories without ground truth are -1.
+* no detections: every category with ground truth has AP = AR = 0; categories without ground truth are -1.
 * no ground-truth boxes: every value is -1 (pycocotools: "no ground truth, undefined"), even with detections.
 * no images: every value is -1.
 * per-class AP is the mean of ``precision[:, :, k, area=all, maxDets=100]`` over entries > -1 (detectron2's
   rule), -1 for a class without ground truth.
+
+This module imports neither torch nor pycocotools: ``detect eval --results`` on COCO JSON runs on numpy and
+numba alone.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # imported where used, so `detect run` works where pycocotools is not installed
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+from backbone.errors import InputError, short_repr
+from backbone.files import read_json
+from detect.evaluation.cocoeval import (IOU_THRESHOLDS, RECALL_THRESHOLDS, CocoEvalArrays, DetectionBoxes,
+                                        GroundTruthBoxes, evaluate_boxes)
 
-from detect.datasets import DetectionDataset, read_coco
-from detect.evaluation.results import to_coco_results
-from detect.structures import Detections
+if TYPE_CHECKING:
+    from detect.datasets import DetectionDataset
+    from detect.structures import Detections
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +58,11 @@ class CocoMetrics:
             AR with 1/10/100 detections per image, AR small/medium/large.
         per_class_AP: class name -> AP@[.5:.95] (area all, 100 detections), -1 without ground truth.
         precision: pycocotools' ``eval["precision"]``, ``[T=10 IoUs, R=101 recalls, K, A=4 areas, M=3]``.
+        recall: ``eval["recall"]`` ``[T, K, A, M]``; scores: ``eval["scores"]`` ``[T, R, K, A, M]``.
         iou_thresholds: ``[T]`` (0.5 .. 0.95); recall_thresholds: ``[R]`` (0 .. 1).
         class_names: the K class names in ``precision``'s class order.
+        num_ground_truth: class name -> regular (non-crowd) ground-truth boxes.
+        num_detections: class name -> detections in the results.
     """
 
     AP: float
@@ -78,9 +79,13 @@ class CocoMetrics:
     ARl: float
     per_class_AP: dict[str, float] = field(default_factory=dict)
     precision: np.ndarray = field(default_factory=lambda: np.zeros((10, 101, 0, 4, 3)), repr=False)
-    iou_thresholds: np.ndarray = field(default_factory=lambda: np.linspace(0.5, 0.95, 10), repr=False)
-    recall_thresholds: np.ndarray = field(default_factory=lambda: np.linspace(0.0, 1.0, 101), repr=False)
+    iou_thresholds: np.ndarray = field(default_factory=lambda: IOU_THRESHOLDS.copy(), repr=False)
+    recall_thresholds: np.ndarray = field(default_factory=lambda: RECALL_THRESHOLDS.copy(), repr=False)
     class_names: list[str] = field(default_factory=list, repr=False)
+    recall: np.ndarray = field(default_factory=lambda: np.zeros((10, 0, 4, 3)), repr=False)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((10, 101, 0, 4, 3)), repr=False)
+    num_ground_truth: dict[str, int] = field(default_factory=dict, repr=False)
+    num_detections: dict[str, int] = field(default_factory=dict, repr=False)
 
     def stats(self) -> dict[str, float]:
         """The twelve named values, in ``COCOeval.stats`` order."""
@@ -114,138 +119,251 @@ class CocoMetrics:
         return curves
 
 
-def _silent(func, *args, **kwargs):
-    """Call ``func`` with pycocotools' prints sent nowhere."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return func(*args, **kwargs)
-
-
-def _api(dataset_dict: dict) -> COCO:
-    from pycocotools.coco import COCO
-
-    api = COCO()
-    api.dataset = dataset_dict
-    _silent(api.createIndex)
-    return api
-
-
 @dataclass(frozen=True)
 class CocoGroundTruth:
-    """Ground truth in pycocotools' form plus the maps from our ids to its ids."""
+    """Ground truth as the evaluator reads it, with the maps from a results file's ids to its indices.
 
-    api: COCO
-    image_ids: list[int]                 # pycocotools image ids to evaluate, in record order
-    image_map: dict[Any, int]            # data set image id -> pycocotools image id
-    category_map: dict[Any, int]         # data set category id -> pycocotools category id
+    Attributes:
+        source: the annotation file or folder.
+        image_ids: evaluated image ids in increasing order (pycocotools' ``np.unique(imgIds)``); a box's
+            ``image`` index is the position of its image here.
+        category_ids: category ids in increasing order (``category`` index); class_names: their names.
+        boxes: :class:`~detect.evaluation.cocoeval.GroundTruthBoxes`.
+        file_names: image id -> ``file_name`` (results written by ``detect run`` may name images by file).
+    """
+
+    source: Path
+    image_ids: list[Any]
+    category_ids: list[Any]
     class_names: list[str]
+    boxes: GroundTruthBoxes
+    file_names: dict[Any, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
 
 
-def _with_defaults(ann: dict) -> dict:
-    """A raw annotation with COCO's ``area`` and ``iscrowd`` filled in where the file leaves them out (our
-    reader treats them as optional; pycocotools' evaluator reads both and would raise KeyError)."""
-    if "area" in ann and "iscrowd" in ann:
-        return ann
-    _, _, w, h = ann["bbox"]
-    return {"iscrowd": 0, "area": w * h, **ann}
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _numeric_types(types: set[type]) -> bool:
+    """Every type a number type (int, float and their subclasses such as numpy's float64), none bool."""
+    return all(issubclass(t, (int, float)) and not issubclass(t, bool) for t in types)
+
+
+def _require_list(path: Path, data: dict, key: str) -> list:
+    if key not in data:
+        raise InputError(path, f"not a COCO instances file: no '{key}' field")
+    if not isinstance(data[key], list):
+        raise InputError(path, f"'{key}' must be a list")
+    return data[key]
+
+
+def _check_fields(path: Path, kind: str, item: Any, fields: Sequence[str]) -> None:
+    if not isinstance(item, dict):
+        raise InputError(path, f"each entry of '{kind}s' must be an object, got {type(item).__name__}")
+    for name in fields:
+        if name not in item:
+            ident = f" id {short_repr(item['id'])}" if "id" in item else ""
+            raise InputError(path, f"{kind}{ident} has no '{name}' field")
+
+
+def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
+                                image_ids: Sequence[Any] | None = None) -> CocoGroundTruth:
+    """Ground truth from a parsed COCO instances file (checked as :func:`detect.datasets.read_coco` checks).
+
+    Args:
+        data: the file's JSON; path: the file (for messages).
+        image_ids: evaluate only these images (default: all of the file's).
+
+    Raises:
+        InputError: naming ``path``: missing lists or fields, duplicate ids, an annotation of an unknown
+            image or category, a bbox that is not four finite numbers.
+    """
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise InputError(path, "not a COCO instances file: expected a JSON object with 'images', "
+                               "'annotations' and 'categories'")
+    images, anns, cats = (_require_list(path, data, key) for key in ("images", "annotations", "categories"))
+    names: dict[Any, str] = {}
+    for cat in cats:
+        _check_fields(path, "category", cat, ("id", "name"))
+        if cat["id"] in names:
+            raise InputError(path, f"duplicate category id {short_repr(cat['id'])}")
+        names[cat["id"]] = str(cat["name"])
+    files: dict[Any, str] = {}
+    for img in images:
+        _check_fields(path, "image", img, ("id", "file_name", "width", "height"))
+        if img["id"] in files:
+            raise InputError(path, f"duplicate image id {short_repr(img['id'])}")
+        w, h = img["width"], img["height"]
+        if not (type(w) is int and type(h) is int and w > 0 and h > 0):
+            raise InputError(path, f"image id {short_repr(img['id'])} has size {w!r}x{h!r}, expected positive "
+                                   "integers")
+        files[img["id"]] = img["file_name"]
+    category_ids = sorted(names)
+    cat_index = {c: k for k, c in enumerate(category_ids)}
+    try:
+        evaluated = sorted(files if image_ids is None else set(image_ids))
+    except TypeError:
+        raise InputError(path, "image ids mix numbers and strings") from None
+    img_index = {i: n for n, i in enumerate(evaluated)}
+    for ann in anns:  # the checks first, in one pass (a bad file fails before any array is built)
+        _check_fields(path, "annotation", ann, ("id", "image_id", "category_id", "bbox"))
+    ids = [ann["id"] for ann in anns]
+    if len(set(ids)) != len(ids):
+        seen: set = set()
+        raise InputError(path, f"duplicate annotation id {short_repr(next(i for i in ids if i in seen or seen.add(i)))}")
+    rows = []
+    for ann in anns:
+        if ann["image_id"] not in files:
+            raise InputError(path, f"annotation id {short_repr(ann['id'])} refers to unknown image id "
+                                   f"{short_repr(ann['image_id'])}")
+        if ann["category_id"] not in cat_index:
+            raise InputError(path, f"annotation id {short_repr(ann['id'])} refers to unknown category id "
+                                   f"{short_repr(ann['category_id'])}")
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+            raise InputError(path, f"annotation id {short_repr(ann['id'])} has bbox {short_repr(bbox)}, "
+                                   "expected [x, y, w, h] numbers")
+        n = img_index.get(ann["image_id"])
+        if n is not None:
+            area = ann["area"] if "area" in ann else bbox[2] * bbox[3]
+            rows.append((n, cat_index[ann["category_id"]], *bbox, area, bool(ann.get("iscrowd", 0)),
+                         ann["id"] == 0))
+    table = np.array(rows, dtype=np.float64).reshape(-1, 9)
+    boxes = GroundTruthBoxes(image=table[:, 0].astype(np.int64), category=table[:, 1].astype(np.int64),
+                             boxes=np.ascontiguousarray(table[:, 2:6]), area=table[:, 6],
+                             crowd=table[:, 7] != 0, zero_id=table[:, 8] != 0)
+    return CocoGroundTruth(path, evaluated, category_ids, [names[c] for c in category_ids], boxes,
+                           {i: files[i] for i in evaluated})
+
+
+def read_coco_ground_truth(path: str | os.PathLike) -> CocoGroundTruth:
+    """Read a COCO instances JSON file as :class:`CocoGroundTruth` (one parse, numpy only)."""
+    p = Path(path)
+    return coco_ground_truth_from_json(read_json(p), p.resolve())
 
 
 def coco_ground_truth(dataset: DetectionDataset) -> CocoGroundTruth:
-    """Build pycocotools' ground truth for ``dataset`` (see the module docstring for the two ways)."""
+    """The ground truth pycocotools would evaluate for ``dataset`` (see the module docstring)."""
     source = Path(dataset.source)
     ids = [r.image_id for r in dataset.records]
     if dataset.kind == "coco" and source.is_file() and len({type(i) for i in ids}) <= 1:
-        # (pycocotools sorts image ids: a file mixing numbers and strings takes the records' way below)
-        with open(source, "rb") as f:
-            raw = json.load(f)
-        raw["annotations"] = [_with_defaults(ann) for ann in raw["annotations"]]
-        return CocoGroundTruth(_api(raw), ids, {i: i for i in ids}, {c: c for c in dataset.category_ids},
-                               list(dataset.class_names))
-    images, anns = [], []
+        return coco_ground_truth_from_json(read_json(source), source, image_ids=ids)
+    rows = []
     for pos, rec in enumerate(dataset.records):
-        images.append({"id": pos + 1, "width": rec.width, "height": rec.height, "file_name": str(rec.file)})
-        for box, label, ignore in zip(rec.boxes.tolist(), rec.labels.tolist(), rec.ignore.tolist()):
-            x1, y1, x2, y2 = box
-            anns.append({"id": len(anns) + 1, "image_id": pos + 1, "category_id": label,
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": int(ignore)})
-    cats = [{"id": k + 1, "name": name} for k, name in enumerate(dataset.class_names)]
-    api = _api({"images": images, "annotations": anns, "categories": cats})
-    return CocoGroundTruth(api, list(range(1, len(images) + 1)),
-                           {rec.image_id: pos + 1 for pos, rec in enumerate(dataset.records)},
-                           {c: k + 1 for k, c in enumerate(dataset.category_ids)}, list(dataset.class_names))
+        b = rec.boxes.numpy().astype(np.float64).reshape(-1, 4)
+        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        for (x1, y1, _, _), bw, bh, label, ignore in zip(b.tolist(), w.tolist(), h.tolist(),
+                                                          rec.labels.numpy().tolist(), rec.ignore.numpy().tolist()):
+            rows.append((pos, label - 1, x1, y1, bw, bh, bw * bh, ignore, 0))
+    table = np.array(rows, dtype=np.float64).reshape(-1, 9)
+    boxes = GroundTruthBoxes(image=table[:, 0].astype(np.int64), category=table[:, 1].astype(np.int64),
+                             boxes=np.ascontiguousarray(table[:, 2:6]), area=table[:, 6],
+                             crowd=table[:, 7] != 0, zero_id=np.zeros(len(table), dtype=bool))
+    return CocoGroundTruth(source, ids, list(dataset.category_ids), list(dataset.class_names), boxes,
+                           {r.image_id: str(r.file) for r in dataset.records}, )
 
 
-def coco_results_api(gt: CocoGroundTruth, results: list[dict]) -> COCO:
-    """pycocotools' results object for a checked results list, as ``COCO.loadRes`` builds it for boxes."""
-    anns = []
-    for i, det in enumerate(results):
-        x, y, w, h = det["bbox"]
-        anns.append({"id": i + 1, "image_id": gt.image_map[det["image_id"]],
-                     "category_id": gt.category_map[det["category_id"]], "bbox": [x, y, w, h],
-                     "score": det["score"], "area": w * h, "iscrowd": 0})
-    return _api({"images": list(gt.api.dataset["images"]), "categories": list(gt.api.dataset["categories"]),
-                 "annotations": anns})
+def _fast_detection_boxes(results: list, gt: CocoGroundTruth) -> DetectionBoxes | None:
+    """The arrays of a results list that passes every check, else None (then the slow check names the
+    problem). Type checks run over whole columns: ``set(map(type, ...))`` at C speed."""
+    if not results:
+        return DetectionBoxes(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
+    try:
+        if set(map(type, results)) != {dict}:
+            return None
+        img_of = {i: n for n, i in enumerate(gt.image_ids)}
+        cat_of = {c: k for k, c in enumerate(gt.category_ids)}
+        image = np.fromiter((img_of.get(d["image_id"], -1) for d in results), np.int64, len(results))
+        category = np.fromiter((cat_of.get(d["category_id"], -1) for d in results), np.int64, len(results))
+        scores = [d["score"] for d in results]
+        bboxes = [d["bbox"] for d in results]
+    except (KeyError, TypeError):  # a missing field, an unhashable id
+        return None
+    if (image < 0).any() or (category < 0).any():
+        return None
+    if not _numeric_types(set(map(type, scores))) or set(map(type, bboxes)) != {list} \
+            or set(map(len, bboxes)) != {4}:
+        return None
+    flat = [v for b in bboxes for v in b]
+    if not _numeric_types(set(map(type, flat))):
+        return None
+    boxes = np.array(flat, dtype=np.float64).reshape(-1, 4)
+    score = np.array(scores, dtype=np.float64)
+    if not (np.isfinite(boxes).all() and np.isfinite(score).all() and (boxes[:, 2:] >= 0).all()):
+        return None
+    return DetectionBoxes(image, category, boxes, score)
 
 
-def run_cocoeval(gt: CocoGroundTruth, dt: COCO, *, timings: dict[str, float] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> COCOeval:
-    """``COCOeval(gt, dt, "bbox")`` on ``gt.image_ids``: evaluate, accumulate, summarize, silently.
+def coco_detection_boxes(results: list, gt: CocoGroundTruth,
+                         path: str | os.PathLike | None = None) -> DetectionBoxes:
+    """A COCO results list (ground truth's own ids) as arrays for :func:`evaluate_boxes`.
 
-    ``timings``, when given, receives the seconds of each stage by ``clock`` (keys ``evaluate``,
-    ``accumulate``, ``summarize``).
+    Results of images outside ``gt.image_ids`` are refused (pycocotools' ``loadRes`` asserts the same).
+
+    Raises:
+        InputError: (naming ``path``) as :func:`detect.evaluation.results.check_coco_results`.
     """
-    from pycocotools.cocoeval import COCOeval
+    boxes = _fast_detection_boxes(results, gt)
+    if boxes is None:
+        from detect.evaluation.results import check_coco_results
 
-    evaluator = COCOeval(gt.api, dt, "bbox")
-    evaluator.params.imgIds = list(gt.image_ids)
-    for stage in ("evaluate", "accumulate", "summarize"):
-        start = clock()
-        _silent(getattr(evaluator, stage))
-        if timings is not None:
-            timings[stage] = clock() - start
-    return evaluator
+        check_coco_results(results, gt, path)  # raises with the precise problem, or maps file names to ids
+        boxes = _fast_detection_boxes(results, gt)
+        assert boxes is not None, "check_coco_results passed a list the fast path refused"
+    return boxes
 
 
-def metrics_from_cocoeval(evaluator: COCOeval, class_names: list[str]) -> CocoMetrics:
-    """Name ``evaluator.stats`` and compute per-class AP from its precision array."""
-    precision = np.asarray(evaluator.eval["precision"])
+def metrics_from_arrays(arrays: CocoEvalArrays, class_names: Sequence[str]) -> CocoMetrics:
+    """Name the stats and compute per-class AP from the precision array."""
     per_class = {}
     for k, name in enumerate(class_names):
-        p = precision[:, :, k, 0, -1]
+        p = arrays.precision[:, :, k, 0, -1]
         p = p[p > -1]
         per_class[name] = float(p.mean()) if p.size else -1.0
-    stats = [float(v) for v in evaluator.stats]
-    return CocoMetrics(*stats, per_class_AP=per_class, precision=precision,
-                       iou_thresholds=np.asarray(evaluator.params.iouThrs),
-                       recall_thresholds=np.asarray(evaluator.params.recThrs), class_names=list(class_names))
+    return CocoMetrics(*(float(v) for v in arrays.stats), per_class_AP=per_class, precision=arrays.precision,
+                       class_names=list(class_names), recall=arrays.recall, scores=arrays.scores,
+                       num_ground_truth=dict(zip(class_names, arrays.num_ground_truth.tolist())),
+                       num_detections=dict(zip(class_names, arrays.num_detections.tolist())))
 
 
-def _undefined(class_names: list[str]) -> CocoMetrics:
-    return CocoMetrics(*([-1.0] * len(STAT_NAMES)), per_class_AP={n: -1.0 for n in class_names},
-                       precision=-np.ones((10, 101, len(class_names), 4, 3)), class_names=list(class_names))
-
-
-def evaluate_coco(gt: DetectionDataset | str | os.PathLike,
-                  results: list[dict] | Mapping[Any, Detections]) -> CocoMetrics:
+def evaluate_coco(gt: DetectionDataset | CocoGroundTruth | str | os.PathLike,
+                  results: list[dict] | Mapping[Any, Detections] | DetectionBoxes) -> CocoMetrics:
     """COCO box metrics of ``results`` against ``gt``, pycocotools' numbers exactly.
 
     Args:
-        gt: a :class:`DetectionDataset` or the path of a COCO instances JSON file.
-        results: a checked COCO results list (:func:`~detect.evaluation.results.load_coco_results`, with the
-            data set's own ids) or ``{image_id: Detections}``.
+        gt: a :class:`DetectionDataset`, a :class:`CocoGroundTruth` or the path of a COCO instances JSON file.
+        results: a COCO results list with the ground truth's own ids (checked here), ``{image_id:
+            Detections}`` (data set only), or :class:`DetectionBoxes` built for ``gt``.
 
     Returns:
         :class:`CocoMetrics`; see the module docstring for empty detections / empty ground truth.
     """
-    dataset = gt if isinstance(gt, DetectionDataset) else read_coco(gt)
-    if not isinstance(results, list):
+    dataset = None
+    if isinstance(gt, (str, os.PathLike)):
+        gt = read_coco_ground_truth(gt)
+    elif not isinstance(gt, CocoGroundTruth):
+        dataset, gt = gt, coco_ground_truth(gt)
+    if not isinstance(results, (list, DetectionBoxes)):
+        if dataset is None:
+            raise TypeError("{image_id: Detections} results need a DetectionDataset as ground truth")
+        from detect.evaluation.results import to_coco_results
+
         results = to_coco_results(results, dataset)
-    if not dataset.records:
-        log.warning("%s: no images to evaluate; all metrics are -1", dataset.source)
-        return _undefined(dataset.class_names)
-    cgt = coco_ground_truth(dataset)
-    evaluator = run_cocoeval(cgt, coco_results_api(cgt, results))
-    return metrics_from_cocoeval(evaluator, cgt.class_names)
+    if isinstance(results, list):
+        results = coco_detection_boxes(results, gt)
+    if not gt.image_ids:
+        log.warning("%s: no images to evaluate; all metrics are -1", gt.source)
+    arrays = evaluate_boxes(gt.boxes, results, num_images=len(gt.image_ids), num_classes=gt.num_classes)
+    return metrics_from_arrays(arrays, gt.class_names)
 
 
-__all__ = ["CocoMetrics", "CocoGroundTruth", "STAT_NAMES", "coco_ground_truth", "coco_results_api",
-           "evaluate_coco", "metrics_from_cocoeval", "run_cocoeval"]
+__all__ = ["CocoGroundTruth", "CocoMetrics", "STAT_NAMES", "coco_detection_boxes", "coco_ground_truth",
+           "coco_ground_truth_from_json", "evaluate_coco", "metrics_from_arrays", "read_coco_ground_truth"]

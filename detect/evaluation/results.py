@@ -20,17 +20,17 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
-from torchvision.ops import box_convert
+from typing import TYPE_CHECKING, Any, Mapping
 
 from backbone.errors import InputError
 from backbone.files import read_json
-from detect.datasets import DetectionDataset
-from detect.structures import Detections
 
-DetectionsByImage = Mapping[Any, Detections]
+if TYPE_CHECKING:  # torch is imported where tensors are made: checking a COCO results file needs none
+    from detect.datasets import DetectionDataset
+    from detect.evaluation.coco import CocoGroundTruth
+    from detect.structures import Detections
+
+DetectionsByImage = Mapping[Any, "Detections"]
 
 _RESULT_FIELDS = ("image_id", "category_id", "bbox", "score")
 
@@ -59,6 +59,8 @@ def to_coco_results(dets_by_image: DetectionsByImage, dataset: DetectionDataset)
     Returns:
         ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` in image then detection order.
     """
+    from torchvision.ops import box_convert
+
     _check_image_ids(dets_by_image, dataset)
     cat_ids = dataset.category_ids
     out: list[dict] = []
@@ -76,8 +78,17 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_coco_results(results: Any, dataset: DetectionDataset, path: str | os.PathLike | None = None) -> list[dict]:
-    """Check a COCO results list against ``dataset``; return it.
+def _ground_truth_ids(ground: DetectionDataset | CocoGroundTruth) -> tuple[list, list, dict[Any, str]]:
+    """(image ids, category ids, image id -> file name) of a data set or a :class:`CocoGroundTruth`."""
+    if hasattr(ground, "records"):
+        return ([r.image_id for r in ground.records], list(ground.category_ids),
+                {r.image_id: str(r.file) for r in ground.records})
+    return list(ground.image_ids), list(ground.category_ids), dict(ground.file_names)
+
+
+def check_coco_results(results: Any, dataset: DetectionDataset | CocoGroundTruth,
+                       path: str | os.PathLike | None = None) -> list[dict]:
+    """Check a COCO results list against ``dataset`` (or a :class:`CocoGroundTruth`); return it.
 
     An entry whose ``image_id`` the data set does not have but whose ``file_name`` (as ``detect run``
     writes it) names one of its images by stem is given that image's id (replaced in the list).
@@ -89,9 +100,10 @@ def check_coco_results(results: Any, dataset: DetectionDataset, path: str | os.P
     """
     if not isinstance(results, list):
         raise InputError(path, f"expected a JSON list of detections, got {type(results).__name__}")
-    images = {r.image_id for r in dataset.records}
+    image_ids, category_ids, files = _ground_truth_ids(dataset)
+    images = set(image_ids)
     by_stem: dict[str, Any] | None = None
-    cats = set(dataset.category_ids)
+    cats = set(category_ids)
     for i, det in enumerate(results):
         if not isinstance(det, dict):
             raise InputError(path, f"entry {i} is {type(det).__name__}, expected an object")
@@ -100,7 +112,7 @@ def check_coco_results(results: Any, dataset: DetectionDataset, path: str | os.P
                 raise InputError(path, f"entry {i} has no '{name}' field")
         if det["image_id"] not in images and isinstance(det.get("file_name"), str):
             if by_stem is None:
-                by_stem = {Path(r.file).stem: r.image_id for r in dataset.records}
+                by_stem = {Path(f).stem: i for i, f in files.items()}
             if Path(det["file_name"]).stem in by_stem:  # `detect run` numbers non-COCO images 1..N
                 det = results[i] = {**det, "image_id": by_stem[Path(det["file_name"]).stem]}
         if det["image_id"] not in images:
@@ -130,6 +142,11 @@ def results_to_detections(results: list[dict], dataset: DetectionDataset) -> dic
 
     Every image of ``dataset`` gets an entry (empty where it has no detections).
     """
+    import torch
+    from torchvision.ops import box_convert
+
+    from detect.structures import Detections
+
     label_of = {c: k + 1 for k, c in enumerate(dataset.category_ids)}
     grouped: dict[Any, tuple[list, list, list]] = {r.image_id: ([], [], []) for r in dataset.records}
     for det in results:
@@ -156,6 +173,8 @@ def to_ilsvrc_submission(dets_by_image: DetectionsByImage, dataset: DetectionDat
     Returns:
         The file's text, lines sorted by image index, then by decreasing confidence.
     """
+    import torch
+
     if dataset.kind != "ilsvrc":
         raise ValueError(f"the ILSVRC submission format needs an ILSVRC data set, got kind {dataset.kind!r}")
     _check_image_ids(dets_by_image, dataset)
@@ -185,6 +204,10 @@ def load_ilsvrc_submission(path: str | os.PathLike, dataset: DetectionDataset) -
         InputError: (naming ``path``) unreadable, a line without 7 numbers, a NaN/infinite value, an image
             index or class index the data set does not have.
     """
+    import torch
+
+    from detect.structures import Detections
+
     p = Path(path)
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
