@@ -26,7 +26,9 @@ Strategies (``SelectiveSearchConfig.strategy``), Uijlings et al. section 5.2 / R
 
 Deviations: texture histograms bin signed derivatives along 4 axes (same content as 8 orientations, see
 :mod:`proposals.ss_features`); Felzenszwalb edge weights are quantised to 1/16 grey level (compiled path);
-images more elongated than 1:4 are resized so that their longer side is at most 4 x ``width``.
+images more elongated than 1:4 are resized so that their longer side is at most 4 x ``width``; whatever the
+config, the working image has at most 2000 px on its longer side and 1 MP (``MAX_WORK_SIDE``,
+``MAX_WORK_PIXELS``: R-CNN's most elongated case), so ``width=None`` does not mean "any size".
 """
 
 from __future__ import annotations
@@ -105,14 +107,23 @@ class SelectiveSearchConfig:
 #: An elongated image resized to ``width`` keeps its longer side at most this many times ``width``
 #: (a 5000x1 strip would otherwise become 500 x 2,500,000 pixels).
 MAX_SIDE_FACTOR = 4
+#: Hard bounds on the working image whatever the config (``width=None`` and ``upscale=False`` included):
+#: the longer side and the pixel count of R-CNN's most elongated case at width 500 (500 x 2000), so that
+#: a long thin image (500 x 200,000) costs no more than that: ~0.1 GB and a few seconds.
+MAX_WORK_SIDE = MAX_SIDE_FACTOR * 500
+MAX_WORK_PIXELS = 500 * MAX_WORK_SIDE
 
 
 def working_size(height: int, width: int, config: SelectiveSearchConfig) -> tuple[int, int]:
-    """``(height, width)`` of the image selective search works on (see :class:`SelectiveSearchConfig`)."""
-    if config.width is None or (not config.upscale and width <= config.width):
+    """``(height, width)`` of the image selective search works on (see :class:`SelectiveSearchConfig`);
+    never more than :data:`MAX_WORK_SIDE` on the longer side or :data:`MAX_WORK_PIXELS` in all."""
+    scale = 1.0
+    if config.width is not None and (config.upscale or width > config.width):
+        scale = config.width / width
+        scale = min(scale, MAX_SIDE_FACTOR * config.width / max(height, width))
+    scale = min(scale, MAX_WORK_SIDE / max(height, width), (MAX_WORK_PIXELS / (height * width)) ** 0.5)
+    if scale == 1.0:
         return height, width
-    scale = config.width / width
-    scale = min(scale, MAX_SIDE_FACTOR * config.width / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
