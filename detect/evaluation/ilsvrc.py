@@ -31,16 +31,18 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Collection, Mapping
 
+import numba
 import numpy as np
-import torch
 
 from backbone.errors import InputError
-from detect.datasets import DetectionDataset, ImageRecord
-from detect.structures import Detections
+
+if TYPE_CHECKING:
+    from detect.datasets import DetectionDataset
+    from detect.structures import Detections
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,14 @@ class IlsvrcMetrics:
         mAP: mean of ``per_class_AP`` over classes with ground truth (-1 when none has any).
         per_class_AP: class name -> AP, -1 for a class without ground truth.
         num_ground_truth: class name -> number of (non-ignored) ground-truth boxes.
+        num_detections: class name -> number of detections (blacklisted ones left out).
         curves: class name -> ``(recall[D], precision[D])`` at each of its D detections, for plots.
     """
 
     mAP: float
     per_class_AP: dict[str, float]
     num_ground_truth: dict[str, int] = field(default_factory=dict)
+    num_detections: dict[str, int] = field(default_factory=dict)
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def stats(self) -> dict[str, float]:
@@ -121,7 +125,8 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 
 def match_image(dets: Detections, gt_boxes: np.ndarray, gt_labels: np.ndarray,
                 gt_ignore: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The devkit's greedy matching in one image.
+    """The devkit's greedy matching in one image, readable (the evaluator runs :func:`_match_all`, the same
+    rule compiled over all images at once; a test holds them equal).
 
     Args:
         dets: detections (xyxy, any order); gt_boxes: ``[G, 4]`` xyxy; gt_labels: ``[G]``; gt_ignore: ``[G]``.
@@ -185,15 +190,64 @@ def read_blacklist(path: str | os.PathLike, dataset: DetectionDataset) -> set[tu
     return pairs
 
 
-def _drop_blacklisted(rec: ImageRecord, dets: Detections | None,
-                      labels: set[int]) -> tuple[ImageRecord, Detections | None]:
-    """``rec`` and ``dets`` without the boxes of ``labels``."""
-    keep_gt = torch.tensor([int(x) not in labels for x in rec.labels.tolist()], dtype=torch.bool)
-    rec = replace(rec, boxes=rec.boxes[keep_gt], labels=rec.labels[keep_gt], ignore=rec.ignore[keep_gt])
-    if dets is not None and len(dets):
-        keep = torch.tensor([int(x) not in labels for x in dets.labels.tolist()], dtype=torch.bool)
-        dets = Detections(dets.boxes[keep], dets.scores[keep], dets.labels[keep])
-    return rec, dets
+@numba.njit(cache=True)
+def _match_all(g_start, g_end, d_start, d_end, g_box, g_label, g_ignore, d_box, d_label,
+               tp, fp):  # pragma: no cover - compiled
+    """:func:`match_image` for every image: detections of image ``n`` are ``d_start[n]:d_end[n]`` sorted by
+    decreasing score (stable), its ground truth ``g_start[n]:g_end[n]``; boxes in devkit coordinates."""
+    for n in range(g_start.shape[0]):
+        gs, ge = g_start[n], g_end[n]
+        ng = ge - gs
+        detected = np.zeros(ng, np.bool_)
+        thr = np.empty(ng)
+        area_g = np.empty(ng)
+        for j in range(ng):
+            w = g_box[gs + j, 2] - g_box[gs + j, 0] + 1
+            h = g_box[gs + j, 3] - g_box[gs + j, 1] + 1
+            thr[j] = min(DEFAULT_IOU, (w * h) / ((w + PIXEL_TOLERANCE) * (h + PIXEL_TOLERANCE)))
+            area_g[j] = w * h
+        for d in range(d_start[n], d_end[n]):
+            fp[d] = 1.0
+            area_d = (d_box[d, 2] - d_box[d, 0] + 1) * (d_box[d, 3] - d_box[d, 1] + 1)
+            best = -1.0
+            k = -1
+            for j in range(ng):
+                if detected[j] or g_label[gs + j] != d_label[d]:
+                    continue
+                iw = min(d_box[d, 2], g_box[gs + j, 2]) - max(d_box[d, 0], g_box[gs + j, 0]) + 1
+                ih = min(d_box[d, 3], g_box[gs + j, 3]) - max(d_box[d, 1], g_box[gs + j, 1]) + 1
+                if iw <= 0 or ih <= 0:
+                    continue
+                inter = iw * ih
+                iou = inter / (area_d + area_g[j] - inter)
+                if iou >= thr[j] and iou > best:
+                    best = iou
+                    k = j
+            if k >= 0:
+                detected[k] = True
+                fp[d] = 0.0
+                tp[d] = 0.0 if g_ignore[gs + k] else 1.0
+
+
+def _detection_arrays(dataset: DetectionDataset, dets_by_image: Mapping[Any, Detections]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image position, label, boxes ``[D, 4]`` float64 xyxy, scores float64) in record then listing order."""
+    images, labels, boxes, scores = [], [], [], []
+    k_classes = dataset.num_classes
+    for pos, rec in enumerate(dataset.records):
+        dets = dets_by_image.get(rec.image_id)
+        if dets is None or len(dets) == 0:
+            continue
+        lab = dets.labels.numpy()
+        if int(lab.min()) < 1 or int(lab.max()) > k_classes:
+            raise ValueError(f"image {rec.image_id!r}: detection labels must be 1..{k_classes}")
+        images.append(np.full(len(lab), pos, dtype=np.int64))
+        labels.append(lab.astype(np.int64))
+        boxes.append(dets.boxes.numpy().astype(np.float64).reshape(-1, 4))
+        scores.append(dets.scores.numpy().astype(np.float64))
+    if not images:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0)
+    return np.concatenate(images), np.concatenate(labels), np.concatenate(boxes), np.concatenate(scores)
 
 
 def evaluate_ilsvrc(dataset: DetectionDataset, dets_by_image: Mapping[Any, Detections], *,
@@ -214,47 +268,56 @@ def evaluate_ilsvrc(dataset: DetectionDataset, dets_by_image: Mapping[Any, Detec
     if unknown:
         raise ValueError(f"detections for {len(unknown)} images not in {dataset.source} (first: {unknown[0]!r})")
     k_classes = dataset.num_classes
-    npos = np.zeros(k_classes + 1, dtype=np.int64)
-    skipped: dict[Any, set[int]] = {}
-    for image_id, label in blacklist:
-        skipped.setdefault(image_id, set()).add(int(label))
-    all_scores, all_labels, all_tp, all_fp = [], [], [], []
-    for rec in dataset.records:
-        dets = dets_by_image.get(rec.image_id)
-        if rec.image_id in skipped:
-            rec, dets = _drop_blacklisted(rec, dets, skipped[rec.image_id])
-        gt_labels = rec.labels.numpy()
-        gt_ignore = rec.ignore.numpy()
-        np.add.at(npos, gt_labels[~gt_ignore], 1)
-        if dets is None or len(dets) == 0:
-            continue
-        if int(dets.labels.min()) < 1 or int(dets.labels.max()) > k_classes:
-            raise ValueError(f"image {rec.image_id!r}: detection labels must be 1..{k_classes}")
-        tp, fp = match_image(dets, rec.boxes.numpy(), gt_labels, gt_ignore)
-        all_scores.append(dets.scores.double().numpy())
-        all_labels.append(dets.labels.numpy())
-        all_tp.append(tp)
-        all_fp.append(fp)
-    scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
-    labels = np.concatenate(all_labels) if all_labels else np.zeros(0, dtype=np.int64)
-    tp_all = np.concatenate(all_tp) if all_tp else np.zeros(0)
-    fp_all = np.concatenate(all_fp) if all_fp else np.zeros(0)
-    order = np.argsort(-scores, kind="stable")
-    scores, labels, tp_all, fp_all = scores[order], labels[order], tp_all[order], fp_all[order]
-
-    per_class, num_gt, curves = {}, {}, {}
+    n_images = len(dataset.records)
+    # ground truth as arrays, record order
+    g_img = np.concatenate([np.full(len(r.labels), pos, np.int64) for pos, r in enumerate(dataset.records)]
+                           + [np.zeros(0, np.int64)])
+    g_lab = np.concatenate([r.labels.numpy() for r in dataset.records] + [np.zeros(0, np.int64)]).astype(np.int64)
+    g_ign = np.concatenate([r.ignore.numpy() for r in dataset.records] + [np.zeros(0, bool)]).astype(bool)
+    g_box = np.concatenate([r.boxes.numpy().reshape(-1, 4) for r in dataset.records]
+                           + [np.zeros((0, 4), np.float32)]).astype(np.float64)
+    d_img, d_lab, d_box, d_score = _detection_arrays(dataset, dets_by_image)
+    if blacklist:  # leave out that class's ground truth and detections in that image
+        pos_of = {r.image_id: pos for pos, r in enumerate(dataset.records)}
+        pairs = np.array(sorted({pos_of[i] * (k_classes + 1) + int(label) for i, label in blacklist if i in pos_of}),
+                         dtype=np.int64)
+        g_keep = ~np.isin(g_img * (k_classes + 1) + g_lab, pairs)
+        d_keep = ~np.isin(d_img * (k_classes + 1) + d_lab, pairs)
+        g_img, g_lab, g_ign, g_box = g_img[g_keep], g_lab[g_keep], g_ign[g_keep], g_box[g_keep]
+        d_img, d_lab, d_box, d_score = d_img[d_keep], d_lab[d_keep], d_box[d_keep], d_score[d_keep]
+    npos = np.bincount(g_lab[~g_ign], minlength=k_classes + 1)
+    # per image, detections by decreasing score (stable); ground truth in listing order
+    order = np.argsort(-d_score, kind="stable")
+    order = order[np.argsort(d_img[order], kind="stable")]
+    images = np.arange(n_images)
+    g_start, g_end = np.searchsorted(g_img, images, "left"), np.searchsorted(g_img, images, "right")
+    d_sorted = d_img[order]
+    d_start, d_end = np.searchsorted(d_sorted, images, "left"), np.searchsorted(d_sorted, images, "right")
+    tp_o, fp_o = np.zeros(len(order)), np.zeros(len(order))
+    _match_all(g_start, g_end, d_start, d_end, _to_devkit(g_box), g_lab, g_ign,
+               np.ascontiguousarray(_to_devkit(d_box[order])), d_lab[order], tp_o, fp_o)
+    tp_all, fp_all = np.empty_like(tp_o), np.empty_like(fp_o)
+    tp_all[order], fp_all[order] = tp_o, fp_o  # back to record then listing order
+    # per class, all detections by decreasing score (stable over record then listing order)
+    order = np.argsort(-d_score, kind="stable")
+    order = order[np.argsort(d_lab[order], kind="stable")]
+    c_start = np.searchsorted(d_lab[order], np.arange(1, k_classes + 1), "left")
+    c_end = np.searchsorted(d_lab[order], np.arange(1, k_classes + 1), "right")
+    per_class, num_gt, num_dets, curves = {}, {}, {}, {}
     for k, name in enumerate(dataset.class_names, start=1):
-        sel = labels == k
-        tp = np.cumsum(tp_all[sel])
-        fp = np.cumsum(fp_all[sel])
+        sel = order[c_start[k - 1]:c_end[k - 1]]
         num_gt[name] = int(npos[k])
+        num_dets[name] = int(len(sel))
         if npos[k] == 0:
             per_class[name] = -1.0
             continue
+        tp = np.cumsum(tp_all[sel])
+        fp = np.cumsum(fp_all[sel])
         recall = tp / npos[k]
         precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
         per_class[name] = voc_ap(recall, precision)
         curves[name] = (recall, precision)
     defined = [ap for ap in per_class.values() if ap >= 0]
     m_ap = float(np.mean(defined)) if defined else -1.0
-    return IlsvrcMetrics(mAP=m_ap, per_class_AP=per_class, num_ground_truth=num_gt, curves=curves)
+    return IlsvrcMetrics(mAP=m_ap, per_class_AP=per_class, num_ground_truth=num_gt, num_detections=num_dets,
+                         curves=curves)

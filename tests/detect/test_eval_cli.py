@@ -35,7 +35,7 @@ def test_eval_coco128_prints_and_writes_summary(coco128: dict[str, Path], tmp_pa
     out = capsys.readouterr().out
     assert rc == 0
     expected = evaluate_coco(read_coco(coco128["annotations"]), results)
-    assert f"    AP {100 * expected.AP:5.1f}" in out and "person" in out and "AR100" in out
+    assert f"AP     {expected.AP:.4f}\n" in out and f"AR100  {expected.AR100:.4f}\n" in out and "person" in out
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["metric"] == "coco" and summary["images"] == 128 and summary["detections"] == len(results)
     assert summary["metrics"] == expected.stats() and summary["per_class_AP"] == expected.per_class_AP
@@ -90,18 +90,19 @@ def test_ilsvrc_xml_with_plots(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     rc = main(["eval", "--annotations", str(ann), "--image-set", str(tmp_path / "val.txt"), "--results", str(dets),
                "--out", str(tmp_path / "ev"), "--plots"])
     out = capsys.readouterr().out
-    assert rc == 0 and "ilsvrc evaluation of 2 detections on 1 images (200 classes" in out and "mAP 100.0" in out
+    assert rc == 0 and "ilsvrc evaluation of 2 detections on 1 images (200 classes" in out and "mAP  1.0000\n" in out
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["metric"] == "ilsvrc" and summary["per_class_AP"]["airplane"] == 1.0
     assert summary["per_class_AP"]["accordion"] == -1.0
-    assert sorted(p.name for p in (tmp_path / "ev" / "plots").iterdir()) == ["pr_002_airplane.png"]  # label 2 of 200
+    assert sorted(p.name for p in (tmp_path / "ev" / "plots").iterdir()) == [  # label 2 of 200
+        "confusion.png", "pr_002_airplane.png", "pr_overview.png"]
     # the same two detections as a devkit submission file (1-based inclusive boxes), with a blacklist
     sub = tmp_path / "dets.txt"
     sub.write_text("1 2 0.9 11 11 50 40\n1 2 0.8 12 11 51 40\n")
     (tmp_path / "blacklist.txt").write_text("1 n02672831\n")
     rc = main(["eval", "--annotations", str(ann), "--image-set", str(tmp_path / "val.txt"), "--results", str(sub),
                "--blacklist", str(tmp_path / "blacklist.txt")])
-    assert rc == 0 and "mAP 100.0" in capsys.readouterr().out
+    assert rc == 0 and "mAP  1.0000\n" in capsys.readouterr().out
 
 
 def test_weights_branch_runs_the_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -117,7 +118,7 @@ def test_weights_branch_runs_the_pipeline(tmp_path: Path, capsys: pytest.Capture
     gt = write_tiny_coco(tmp_path)
     rc = main(["eval", "--annotations", str(gt), "--weights", "a.pt", "b.pt", "--fast", "--device", "cpu",
                "--out", str(tmp_path / "ev")])
-    assert rc == 0 and "AP 100.0" in capsys.readouterr().out
+    assert rc == 0 and "AP50   1.0000\n" in capsys.readouterr().out
     assert calls == {"weights": ["a.pt", "b.pt"], "device": "cpu", "proposals": "paper", "fast": True}
     written = json.loads((tmp_path / "ev" / "detections.json").read_text())
     assert written == [{"image_id": 1, "category_id": 5, "bbox": [4.0, 4.0, 20.0, 20.0], "score": 1.0}]

@@ -300,3 +300,38 @@ def test_submission_round_trip_and_errors(tmp_path: Path) -> None:
         path.write_text(line + "\n")
         with pytest.raises(InputError, match=problem):
             load_ilsvrc_submission(path, ds)
+
+
+def test_compiled_matching_equals_the_readable_one(rng: np.random.Generator) -> None:
+    """evaluate_ilsvrc's compiled all-images matching equals match_image image by image (crowded same-class
+    boxes, ignored boxes, score ties), through the per-class AP it gives."""
+    from detect.evaluation.ilsvrc import match_image
+
+    records, by_image = [], {}
+    for i in range(25):
+        n = int(rng.integers(0, 8))
+        xy = rng.integers(0, 120, (n, 2)).astype(float)
+        gb = np.concatenate([xy, xy + rng.integers(3, 70, (n, 2))], axis=1)
+        gl = rng.integers(1, 3, n)
+        records.append(record(f"i{i}", gb.tolist(), gl.tolist(), (rng.random(n) < 0.2).tolist()))
+        m = int(rng.integers(0, 20))
+        db = (gb[rng.integers(0, n, m)] if n else np.tile([[0.0, 0, 30, 30]], (m, 1))) + rng.normal(0, 5, (m, 4))
+        db[:, 2:] = np.maximum(db[:, 2:], db[:, :2] + 1)
+        by_image[f"i{i}"] = dets(db.tolist(), rng.choice([0.3, 0.5, 0.9], m).tolist(), rng.integers(1, 3, m).tolist())
+    ds = dataset(*records)
+    m = evaluate_ilsvrc(ds, by_image)
+    scores, labels, tps, fps, npos = [], [], [], [], np.zeros(4)
+    for rec in records:
+        d = by_image[rec.image_id]
+        tp, fp = match_image(d, rec.boxes.numpy(), rec.labels.numpy(), rec.ignore.numpy())
+        scores.append(d.scores.double().numpy()), labels.append(d.labels.numpy()), tps.append(tp), fps.append(fp)
+        np.add.at(npos, rec.labels.numpy()[~rec.ignore.numpy()], 1)
+    s, lab, tp, fp = (np.concatenate(x) for x in (scores, labels, tps, fps))
+    order = np.argsort(-s, kind="stable")
+    for k, name in ((1, "cat"), (2, "dog")):
+        sel = order[lab[order] == k]
+        ctp, cfp = np.cumsum(tp[sel]), np.cumsum(fp[sel])
+        expected = voc_ap(ctp / npos[k], ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps))
+        assert m.per_class_AP[name] == expected
+        assert m.num_detections[name] == len(sel)
+    assert 0 < m.per_class_AP["cat"] < 1
