@@ -16,6 +16,14 @@ or negative width or height are dropped, and one warning gives their count. Ever
 with a file (not JSON, missing fields, duplicate or dangling ids, unknown class names) is an
 :class:`~backbone.errors.InputError` naming the file. Image files are not opened here: ``file`` is where
 the image should be, and whoever reads pixels gets ``read_image``'s error if it is not there.
+
+Hostile files (issue 13) are refused before anything is allocated from their values: JSON through
+:func:`backbone.safeio.load_json` (size, nesting and integer-digit limits), XML files above
+:data:`MAX_XML_BYTES`, FIFOs and devices (never opened, so nothing blocks). Types are strict: ids are
+integers or strings, never booleans, floats, lists or objects, and category ids are all integers or all
+strings; ``iscrowd`` is 0 or 1; widths and heights are positive integers up to :data:`MAX_SIDE`. A
+``file_name`` must be a relative path that stays inside the image folder (no ``..``, not absolute) unless
+``allow_absolute_paths=True``.
 """
 
 from __future__ import annotations
@@ -26,14 +34,14 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from backbone.errors import InputError
-from backbone.files import read_json
+from backbone.errors import InputError, short_repr
+from backbone.safeio import load_json, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,13 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
                "train", "tvmonitor")
 
 _WNID = re.compile(r"^n\d{8}$")
+
+#: Largest XML annotation file read (ILSVRC/VOC files are a few KB; a 200 MB one took 5 GB to parse).
+MAX_XML_BYTES = 16 * 1024 * 1024
+#: Largest image-set or synset list read (ILSVRC's train image set is ~10 MB).
+MAX_LIST_BYTES = 256 * 1024 * 1024
+#: Largest image width or height accepted from annotations (int32; no real image comes near it).
+MAX_SIDE = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -144,16 +159,57 @@ def _check_fields(path: Path, kind: str, item: Any, fields: Sequence[str]) -> No
         raise InputError(path, f"each entry of '{kind}s' must be an object, got {type(item).__name__}")
     for name in fields:
         if name not in item:
-            ident = f" id {item['id']}" if "id" in item else ""
+            ident = f" id {short_repr(item['id'])}" if "id" in item else ""
             raise InputError(path, f"{kind}{ident} has no '{name}' field")
 
 
-def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None = None) -> DetectionDataset:
+def _is_id(value: Any) -> bool:
+    """An id is an int (not a bool) or a string."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
+
+
+def _check_id(path: Path, value: Any, what: str) -> Any:
+    if not _is_id(value):
+        raise InputError(path, f"{what} {short_repr(value)} is a {type(value).__name__}, expected an integer or "
+                               "a string")
+    return value
+
+
+def _check_side(path: Path, img: dict) -> tuple[int, int]:
+    w, h = img["width"], img["height"]
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in (w, h))
+    if not ok:
+        raise InputError(path, f"image id {short_repr(img['id'])} has size {short_repr(w)}x{short_repr(h)}, "
+                               f"expected positive integers up to {MAX_SIDE}")
+    return w, h
+
+
+def _check_file_name(path: Path, img: dict, allow_absolute: bool) -> str:
+    """The image's ``file_name``: a string naming a file inside the image folder (see the module docstring)."""
+    name = img["file_name"]
+    ident = short_repr(img["id"])
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        raise InputError(path, f"image id {ident} has file_name {short_repr(name)}, expected a file name")
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if (pure.is_absolute() or Path(name).is_absolute()) and not allow_absolute:
+        raise InputError(path, f"image id {ident} has an absolute file_name {short_repr(name)}; file names must be "
+                               "relative to the image folder (allow_absolute_paths=True accepts them)")
+    if ".." in pure.parts and not allow_absolute:
+        raise InputError(path, f"image id {ident} has file_name {short_repr(name)}, which leaves the image folder")
+    if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in pure.parts):
+        raise InputError(path, f"image id {ident} has a file_name with a part longer than 255 bytes")
+    return name
+
+
+def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None = None, *,
+              allow_absolute_paths: bool = False) -> DetectionDataset:
     """Read a COCO instances JSON file.
 
     Args:
         annotations: the ``instances_*.json`` file.
         images: folder holding the images' ``file_name``; default: the annotation file's folder.
+        allow_absolute_paths: accept ``file_name`` values that are absolute or contain ``..`` (by default
+            they are refused: a file's names must stay inside its image folder).
 
     Returns:
         A :class:`DetectionDataset` of kind ``"coco"``; records in the order of ``"images"``, images
@@ -162,10 +218,12 @@ def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None =
     Raises:
         InputError: not JSON, missing ``images``/``annotations``/``categories`` or entry fields, duplicate
             image/annotation/category ids, an annotation with an unknown image or category id, a ``bbox``
-            that is not four finite numbers, a non-positive image size.
+            that is not four finite numbers, a non-positive image size, ids of the wrong type, an
+            ``iscrowd`` other than 0/1, a ``file_name`` outside the image folder; and any file above the
+            limits of :mod:`backbone.safeio`.
     """
     path = Path(annotations).resolve()
-    data = read_json(path)
+    data = load_json(path)
     if not isinstance(data, dict):
         raise InputError(path, "not a COCO instances file: expected a JSON object with 'images', "
                                "'annotations' and 'categories'")
@@ -174,45 +232,56 @@ def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None =
     cats = _require_list(path, data, "categories")
     image_root = Path(images).resolve() if images is not None else path.parent
 
-    categories: dict[int, str] = {}
+    categories: dict[int | str, str] = {}
     for cat in cats:
         _check_fields(path, "category", cat, ("id", "name"))
+        _check_id(path, cat["id"], "category id")
         if cat["id"] in categories:
-            raise InputError(path, f"duplicate category id {cat['id']}")
-        categories[cat["id"]] = str(cat["name"])
+            raise InputError(path, f"duplicate category id {short_repr(cat['id'])}")
+        if not isinstance(cat["name"], str):
+            raise InputError(path, f"category id {short_repr(cat['id'])} has name {short_repr(cat['name'])}, "
+                                   "expected a string")
+        categories[cat["id"]] = cat["name"]
+    if len({type(c) for c in categories}) > 1:
+        raise InputError(path, "category ids mix integers and strings; use one kind in a file")
     category_ids = sorted(categories)
     label_of = {cid: k + 1 for k, cid in enumerate(category_ids)}
 
     infos: dict[Any, dict] = {}
     for img in images_list:
         _check_fields(path, "image", img, ("id", "file_name", "width", "height"))
+        _check_id(path, img["id"], "image id")
         if img["id"] in infos:
-            raise InputError(path, f"duplicate image id {img['id']}")
-        w, h = img["width"], img["height"]
-        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-            raise InputError(path, f"image id {img['id']} has size {w!r}x{h!r}, expected positive integers")
+            raise InputError(path, f"duplicate image id {short_repr(img['id'])}")
+        _check_side(path, img)
+        _check_file_name(path, img, allow_absolute_paths)
         infos[img["id"]] = img
 
     per_image: dict[Any, tuple[list, list, list]] = {i: ([], [], []) for i in infos}
     seen_ann: set = set()
     for ann in anns:
         _check_fields(path, "annotation", ann, ("id", "image_id", "category_id", "bbox"))
+        ident = short_repr(_check_id(path, ann["id"], "annotation id"))
         if ann["id"] in seen_ann:
-            raise InputError(path, f"duplicate annotation id {ann['id']}")
+            raise InputError(path, f"duplicate annotation id {ident}")
         seen_ann.add(ann["id"])
-        if ann["image_id"] not in per_image:
-            raise InputError(path, f"annotation id {ann['id']} refers to unknown image id {ann['image_id']!r}")
-        if ann["category_id"] not in label_of:
-            raise InputError(path, f"annotation id {ann['id']} refers to unknown category id "
-                                   f"{ann['category_id']!r}")
+        if not _is_id(ann["image_id"]) or ann["image_id"] not in per_image:
+            raise InputError(path, f"annotation id {ident} refers to unknown image id {short_repr(ann['image_id'])}")
+        if not _is_id(ann["category_id"]) or ann["category_id"] not in label_of:
+            raise InputError(path, f"annotation id {ident} refers to unknown category id "
+                                   f"{short_repr(ann['category_id'])}")
         bbox = ann["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
-            raise InputError(path, f"annotation id {ann['id']} has bbox {bbox!r}, expected [x, y, w, h] numbers")
+            raise InputError(path, f"annotation id {ident} has bbox {short_repr(bbox)}, expected [x, y, w, h] "
+                                   "numbers")
+        crowd_flag = ann.get("iscrowd", 0)
+        if type(crowd_flag) is not int or crowd_flag not in (0, 1):
+            raise InputError(path, f"annotation id {ident} has iscrowd {short_repr(crowd_flag)}, expected 0 or 1")
         x, y, w, h = bbox
         boxes, labels, crowd = per_image[ann["image_id"]]
         boxes.append([x, y, x + w, y + h])
         labels.append(label_of[ann["category_id"]])
-        crowd.append(bool(ann.get("iscrowd", 0)))
+        crowd.append(crowd_flag == 1)
 
     records = []
     dropped = 0
@@ -238,10 +307,7 @@ def read_synsets(path: str | os.PathLike = ILSVRC_DET200) -> tuple[list[str], li
         ``(wnids, names)`` in file order; ``names`` holds the first WordNet name of each synset.
     """
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise InputError(p, f"cannot read synset table ({err.strerror or err})") from None
+    lines = _read_lines(p, "synset table")
     wnids, names = [], []
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -256,19 +322,28 @@ def read_synsets(path: str | os.PathLike = ILSVRC_DET200) -> tuple[list[str], li
     return wnids, names
 
 
+def _read_lines(path: Path, what: str) -> list[str]:
+    """The UTF-8 lines of a regular file of at most :data:`MAX_LIST_BYTES`."""
+    data = read_bytes(path, max_bytes=MAX_LIST_BYTES, what=what)
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(path, f"{what} is not UTF-8 text") from None
+
+
 def _read_image_set(path: Path) -> list[tuple[str, int | None]]:
     """Lines ``name [index]`` of a devkit image-set file (VOC: name only; ILSVRC: name and 1-based index)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise InputError(path, f"cannot read image-set file ({err.strerror or err})") from None
+    lines = _read_lines(path, "image-set file")
     entries = []
     for lineno, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) > 2 or (len(parts) == 2 and not parts[1].lstrip("-").isdigit()):
-            raise InputError(path, f"line {lineno}: expected '<image name> [<index>]', got {line.strip()!r}")
+        if len(parts) > 2 or (len(parts) == 2 and not (parts[1].lstrip("-").isdigit() and len(parts[1]) <= 12)):
+            raise InputError(path, f"line {lineno}: expected '<image name> [<index>]', got {short_repr(line.strip())}")
+        pure = PurePosixPath(parts[0])
+        if pure.is_absolute() or ".." in pure.parts:
+            raise InputError(path, f"line {lineno}: image name {short_repr(parts[0])} leaves the annotation folder")
         entries.append((parts[0], int(parts[1]) if len(parts) == 2 else None))
     if not entries:
         raise InputError(path, "image-set file lists no images")
@@ -279,23 +354,28 @@ def _xml_int(xml: Path, node: ET.Element, tag: str) -> float:
     child = node.find(tag)
     if child is None or child.text is None:
         raise InputError(xml, f"<{node.tag}> has no <{tag}>")
+    text = child.text.strip()
     try:
-        value = float(child.text.strip())
+        value = float(text)
     except ValueError:
-        raise InputError(xml, f"<{tag}> is {child.text.strip()!r}, expected a number") from None
-    if not math.isfinite(value):
-        raise InputError(xml, f"<{tag}> is {child.text.strip()!r}, expected a finite number")
+        raise InputError(xml, f"<{tag}> is {short_repr(text)}, expected a number") from None
+    if not math.isfinite(value) or abs(value) > MAX_SIDE:
+        raise InputError(xml, f"<{tag}> is {short_repr(text)}, expected a finite number up to {MAX_SIDE}")
     return value
+
+
+def _xml_root(xml: Path) -> ET.Element:
+    """The root element of an XML file of at most :data:`MAX_XML_BYTES` (a regular file: never a FIFO)."""
+    data = read_bytes(xml, max_bytes=MAX_XML_BYTES, what="XML file")
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as err:
+        raise InputError(xml, f"not valid XML ({err})") from None
 
 
 def _parse_xml(xml: Path) -> tuple[int, int, list[tuple[str, list[float], bool]]]:
     """(width, height, [(name, [xmin, ymin, xmax, ymax] 1-based inclusive, difficult)]) of one XML file."""
-    try:
-        root = ET.parse(xml).getroot()
-    except ET.ParseError as err:
-        raise InputError(xml, f"not valid XML ({err})") from None
-    except OSError as err:
-        raise InputError(xml, f"cannot read ({err.strerror or err})") from None
+    root = _xml_root(xml)
     size = root.find("size")
     if size is None:
         raise InputError(xml, "no <size> element")
@@ -379,7 +459,7 @@ def read_voc_xml(annotation_dir: str | os.PathLike, images_dir: str | os.PathLik
     dropped = 0
     for name, idx in entries:
         xml = root / f"{name}.xml"
-        if not xml.exists():
+        if not os.path.lexists(xml):
             raise InputError(xml, "no such annotation file (listed in the image set)")
         width, height, objects = _parse_xml(xml)
         boxes, labels, difficult = [], [], []
@@ -410,8 +490,8 @@ def _looks_like_ilsvrc(folder: Path) -> bool:
     """True when the first XML file's first object name is a WordNet id (``n01234567``)."""
     for xml in sorted(folder.rglob("*.xml"))[:20]:
         try:
-            names = [n.text or "" for n in ET.parse(xml).getroot().iter("name")]
-        except (ET.ParseError, OSError):
+            names = [n.text or "" for n in _xml_root(xml).iter("name")]
+        except InputError:
             continue
         if names:
             return bool(_WNID.match(names[0].strip()))
@@ -423,15 +503,21 @@ def read_dataset(annotations: str | os.PathLike, images: str | os.PathLike | Non
     """Read ground truth by its form: a ``.json`` file is COCO; a folder is VOC-style XML.
 
     For a folder, ``kind`` defaults to ``"ilsvrc"`` when object names are WordNet ids, else ``"voc"``;
-    other keyword arguments go to :func:`read_voc_xml`.
+    other keyword arguments go to :func:`read_voc_xml`. ``allow_absolute_paths`` goes to :func:`read_coco`
+    (XML folders name their images by the annotation files' names).
     """
     path = Path(annotations)
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as err:  # a name too long for the file system, a NUL byte
+        raise InputError(path, f"cannot read ({getattr(err, 'strerror', None) or err})") from None
+    allow_absolute = kwargs.pop("allow_absolute_paths", False)
+    if is_dir:
         kwargs.setdefault("kind", "ilsvrc" if _looks_like_ilsvrc(path) else "voc")
         return read_voc_xml(path, images, **kwargs)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise InputError(path, "no such file or folder")
     if kwargs:
         raise InputError(path, f"options {sorted(kwargs)} apply only to a folder of XML annotations")
-    return read_coco(path, images)
+    return read_coco(path, images, allow_absolute_paths=allow_absolute)
 
