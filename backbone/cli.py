@@ -26,12 +26,14 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return console.build_parser("backbone", __doc__, "backbone", COMMANDS)
+def build_parser(argv: list[str] | None = None, *, load: str = "chosen") -> argparse.ArgumentParser:
+    """The parser; only the subcommand named in ``argv`` (default: sys.argv) is imported unless
+    ``load="all"``."""
+    return console.build_parser("backbone", __doc__, "backbone", COMMANDS, argv, load=load)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     return console.run_command(args.func, args, "backbone")
 
 

@@ -35,14 +35,13 @@ The loop knows nothing of the task: a caller passes a ``Dataset``, an optional `
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -54,6 +53,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from backbone.config import TrainConfig  # noqa: F401  (re-exported: defined torch-free)
 from backbone.console import wants_progress
 from backbone.curves import write_summaries
 from backbone.device import resolve_device
@@ -83,36 +83,6 @@ LOG = "log.jsonl"
 
 # Config fields that may change on --resume without changing the result (epochs may only grow).
 _RESUMABLE_CHANGES = {"epochs", "workers", "checkpoint_every", "device", "log_every"}
-
-
-@dataclass
-class TrainConfig:
-    """The paper's recipe (section 6) as defaults; everything a training run needs besides its data."""
-
-    epochs: int = 30                # ImageNet budget of our choice; the paper does not give one
-    batch_size: int = 128           # GLOBAL batch (all ranks together); the paper's DistBelief batches are unknown
-    lr: float = 0.01                # initial learning rate (Caffe's bvlc_googlenet replica; not in the paper)
-    momentum: float = 0.9           # section 6: "asynchronous stochastic gradient descent with 0.9 momentum"
-    weight_decay: float = 2e-4      # Caffe's bvlc_googlenet replica (the paper does not state it)
-    lr_decay: float = 0.96          # section 6: "decreasing the learning rate by 4% ...
-    lr_decay_every: int = 8         # ... every 8 epochs"
-    polyak: float = 0.9999          # section 6: Polyak averaging; EMA decay per step (0 = off, final = last)
-    amp: bool = True                # autocast on CUDA (ignored on CPU)
-    amp_dtype: str = "bfloat16"     # "bfloat16" (no loss scaling needed) or "float16" (with GradScaler)
-    channels_last: bool = True      # NHWC memory format for the model (faster convs on GPUs)
-    workers: int = 4                # DataLoader worker processes per rank
-    checkpoint_every: int = 500     # steps between resumable checkpoints (plus one at each epoch end)
-    seed: int = 0                   # sample order, augmentation and dropout randomness
-    device: str = "auto"            # "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
-    log_every: int = 50             # steps between log lines
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)

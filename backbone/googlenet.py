@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-VARIANTS = ("paper", "torchvision")
+from backbone.config import VARIANTS, GoogLeNetConfig  # noqa: F401  (re-exported: defined torch-free)
 
 #: Weight of each auxiliary classifier's loss in the total training loss (section 5: "weighted by 0.3").
 AUX_LOSS_WEIGHT = 0.3
@@ -58,38 +57,6 @@ INCEPTION_WIDTHS: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "inception5a": (832, 256, 160, 320, 32, 128, 128),
     "inception5b": (832, 384, 192, 384, 48, 128, 128),
 }
-
-
-@dataclass(frozen=True)
-class GoogLeNetConfig:
-    """Everything needed to rebuild a :class:`GoogLeNet` (stored in checkpoints as ``model_config``)."""
-
-    variant: str = "paper"  # "paper" (Table 1) or "torchvision" (its layout and parameter names)
-    num_classes: int = 1000  # ILSVRC 2012 classification (section 6)
-    aux_logits: bool = True  # auxiliary classifiers on 4a and 4d (section 5); used in training only
-    dropout: float | None = None  # None: 0.4 for paper (section 5), 0.2 for torchvision
-    dropout_aux: float = 0.7  # section 5: "dropout layer with 70% ratio of dropped outputs"
-    transform_input: bool | None = None  # None: True for torchvision (its ImageNet weights), False for paper
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown GoogLeNet variant {self.variant!r}; expected one of {VARIANTS}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
-        if self.dropout is None:
-            object.__setattr__(self, "dropout", 0.4 if self.variant == "paper" else 0.2)
-        if self.transform_input is None:
-            object.__setattr__(self, "transform_input", self.variant == "torchvision")
-        if self.transform_input and self.variant == "paper":
-            raise ValueError("transform_input belongs to the torchvision variant's ported weights")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GoogLeNetConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class TrainOutputs(NamedTuple):

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from backbone.config import CROP_SCHEMES
 from backbone.console import wants_progress
 from backbone.errors import InputError
 from backbone.images import MAX_PIXELS, read_image
@@ -37,7 +38,7 @@ from backbone.preprocess import MAX_ASPECT, INTERPOLATIONS, Preprocessing
 
 log = logging.getLogger(__name__)
 
-SCHEMES = (1, 10, 144)
+SCHEMES = CROP_SCHEMES
 PAPER_SCALES = (256, 288, 320, 352)  # section 7, for 224 x 224 crops
 
 

@@ -50,7 +50,7 @@ def _call(argv: list[str]) -> None:
     from detect import cli
 
     print("      $ detect " + shlex.join(argv), flush=True)
-    args = cli.build_parser().parse_args(argv)
+    args = cli.build_parser(argv).parse_args(argv)
     code = args.func(args)
     if code:
         raise InputError(None, f"'detect {argv[0]}' failed (exit code {code})")
