@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import cv2
 import numpy as np
@@ -108,8 +109,52 @@ def test_bad_images_exit_2_with_one_line(capsys, tmp_path, ckpt, kind):
     elif kind == "folder":
         path.mkdir()
     code, out, err = _run(capsys, path, "--weights", ckpt)
-    assert code == 2 and out == "" and "\n" not in err
-    assert err.startswith(f"backbone: error: {path}:")
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and out == "" and len(errors) == 1
+    assert errors[0].startswith(f"backbone: error: {path}:")
+
+
+def test_folder_with_bad_files_is_classified_streamed_and_the_bad_ones_named(capsys, tmp_path, photo, ckpt):
+    """A bad image among good ones is one stderr line and skipped: the good ones' blocks equal those of a
+    clean run, the exit code is 1; ``--strict`` stops at the bad file (exit 2)."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = [folder / f"{i}.png" for i in range(3)]
+    for i, path in enumerate(good):
+        cv2.imwrite(str(path), skimage.data.astronaut()[::1 + i, ::1 + i, ::-1])
+    (folder / "1b_bad.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)
+    code, clean, err = _run(capsys, *good, "--weights", ckpt)
+    assert code == 0, err
+    code, out, err = _run(capsys, folder, "--weights", ckpt)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 1 and out == clean
+    assert len(errors) == 1 and errors[0].startswith(f"backbone: error: {folder / '1b_bad.jpg'}:")
+    assert "3 of 4 images; 1 skipped" in err
+    code, out, err = _run(capsys, folder, "--weights", ckpt, "--strict")  # 0.png, 1.png, then 1b_bad.jpg
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and out == "" and len(errors) == 1 and "1b_bad.jpg" in errors[0], err
+
+
+def test_results_are_printed_batch_by_batch(tmp_path, photo, ckpt, monkeypatch):
+    """Each batch's blocks are written before the next batch is read (memory stays flat)."""
+    import io
+
+    import backbone.commands.classify as classify
+    import backbone.images
+
+    monkeypatch.setattr(classify, "BATCH", 2)
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    blocks_written_at_read = []
+    real_read = backbone.images.read_image
+
+    def read(path, **kwargs):
+        blocks_written_at_read.append(out.getvalue().count(str(photo)))
+        return real_read(path, **kwargs)
+
+    monkeypatch.setattr(backbone.images, "read_image", read)
+    assert backbone_main(["classify", str(photo), str(photo), str(photo), "--weights", str(ckpt)]) == 0
+    assert blocks_written_at_read == [0, 0, 2] and out.getvalue().count(str(photo)) == 3
 
 
 @pytest.mark.parametrize("kind", ["truncated", "variant", "not_torch"])
@@ -129,7 +174,7 @@ def test_bad_checkpoints_exit_2_with_one_line(capsys, tmp_path, photo, ckpt, kin
 
 def test_bad_options_exit_2(capsys, photo, ckpt):
     code, _, err = _run(capsys, photo, "--weights", ckpt, "--topk", "0")
-    assert code == 2 and "--topk" in err
+    assert code == 2 and "--top-k" in err
     if not torch.cuda.is_available():
         code, _, err = _run(capsys, photo, "--weights", ckpt, "--device", "cuda")
         assert code == 2 and "CUDA" in err and "\n" not in err
