@@ -1,70 +1,116 @@
-"""`detect run`: detect objects in images (files or folders).
+"""`detect run`: detect objects in images (files, folders, globs, list files, URLs).
 
 Examples:
   detect run photo.jpg                                 # zero-shot: ImageNet GoogLeNet -> 200 ILSVRC classes
   detect run photo.jpg --fast                          # CPU-friendly: one model, fewer proposals
-  detect run photos/ --weights rc1.pt rc2.pt rc3.pt --out dets.json --save-vis vis/
+  detect run 'val/*.jpg' --weights rc.pt --out dets.json --save-vis vis/ --save-txt labels/
+  detect run @val.txt --weights rc.pt --out dets.json  # a text file listing images (or --source val.txt)
+  detect run https://example.com/cat.jpg --fast --classes cat dog
   detect run photos/ --weights rc1.pt --multibox-weights mb.pt --proposals paper --device cuda
+  detect run val/ --weights rc1.pt --out dets.json --resume   # continue a killed run where it stopped
   torchrun --nproc-per-node 8 -m detect run val/ --weights rc*.pt --out dets.json   # sharded over GPUs
 
-Prints a table per image (class, score, box). `--out FILE.json` writes COCO-results JSON (category ids
-are the data set's own ids stored in the checkpoint) and, for models of the 200 ILSVRC DET classes,
-`FILE.ilsvrc.txt` in the ILSVRC DET submission format; `FILE.run.json` records the resolved config.
-`--save-vis DIR` writes each image with its boxes drawn (never over an input).
+Inputs: image files, folders (recursively), quoted globs ('val/*.jpg', 'imgs/**/*.png'), @LIST or
+--source LIST (one path, folder, glob or URL per line; relative to the list's folder), http(s) URLs
+(downloaded to a temporary file: 30 s timeout, 64 MB limit).
+
+Prints each image's table (class, score, box) as soon as it is done (--quiet: one line per image), with a
+progress bar on a terminal. An image that cannot be read is one stderr line `detect: error: FILE: problem`
+and the run goes on; the end summary counts them. Exit code: 0 all images done; 1 some skipped (listed
+above; the outputs hold the others); 2 bad options or outputs (nothing run), --strict stopped at a bad
+image, or no image could be processed (no output written); 130 interrupted (Ctrl-C).
+
+`--out FILE.json` writes COCO-results JSON with every detection above --keep-threshold (category ids are
+the data set's own ids stored in the checkpoint) and, for models of the 200 ILSVRC DET classes,
+`FILE.ilsvrc.txt` in the ILSVRC DET submission format; `FILE.run.json` records the resolved config. While
+it runs, per-image results are appended to `FILE.json.parts/` (removed at the end), so `--resume`
+continues a killed run and ends with the same files as an uninterrupted one. Outputs are written
+atomically and never over an input (images, list file, checkpoints); an output that cannot be written is
+refused before any model is loaded.
+`--save-vis DIR` writes each image with its boxes drawn (detections at or above --show-threshold).
+`--save-txt DIR` writes `<image stem>.txt` per image: one `category_id x1 y1 x2 y2 score` line per kept
+detection (absolute pixels, xyxy, the model's category ids; an empty file = no detection).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Sequence
 
-import torch
-from torchvision.ops import box_convert
-
-from backbone.console import wants_progress
 from backbone.errors import InputError
-from backbone.files import write_bytes, write_json
-from backbone.images import IMAGE_SUFFIXES, MAX_PIXELS, expand_inputs
-from backbone.device import resolve_device
-from detect.pipeline import DetectorConfig, ImageResult, load_detector
-from detect.sharding import finish, init_shard, local_device
+from backbone.images import IMAGE_SUFFIXES, MAX_PIXELS
+from detect.pipeline import DetectorConfig, ImageResult
 
 log = logging.getLogger(__name__)
+
+#: Exit codes (see the module docstring).
+EXIT_SKIPPED = 1
+EXIT_NOTHING = 2
+EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DetectorConfig()
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE|DIR", help="image files and/or folders of images")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files, folders, quoted globs, @LIST files, http(s) URLs")
+    parser.add_argument("--source", default=None, metavar="LIST",
+                        help="text file listing inputs, one per line (same as @LIST)")
     parser.add_argument("--weights", nargs="+", default=None, metavar="CKPT",
                         help="region-classifier checkpoints (several = ensemble, softmax averaged); "
                              "default: zero-shot ImageNet GoogLeNet mapped to the 200 ILSVRC DET classes")
     parser.add_argument("--multibox-weights", default=None, metavar="CKPT",
-                        help="MultiBox checkpoint for the paper's 200 extra proposals")
+                        help="MultiBox checkpoint for the paper's 200 extra proposals (--proposals paper/multibox)")
     parser.add_argument("--proposals", choices=["paper", "ss", "multibox"], default=d.proposals,
-                        help="proposal method (default: %(default)s = selective search x2 + MultiBox)")
+                        help="proposal method (default: %(default)s = selective search x2 + MultiBox when "
+                             "--multibox-weights is given)")
     parser.add_argument("--fast", action="store_true",
                         help=f"CPU mode: first model only, single-strategy selective search, "
                              f"at most {d.fast_max_proposals} proposals")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the classifiers: about 2x faster on GPU after ~30 s of compiling "
                              "(worth it for folders, not for one image)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--out", type=Path, default=None, help="COCO-results JSON to write")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s = "
+                                                         "cuda if usable)")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE.json", help="COCO-results JSON to write")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run with the same --out and options from its "
+                             "per-image results (FILE.json.parts/)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first image that cannot be read (exit 2) instead of skipping it")
     parser.add_argument("--save-vis", type=Path, default=None, metavar="DIR", help="write annotated copies here")
-    parser.add_argument("--score-threshold", type=float, default=0.2,
-                        help="hide detections below this probability (default: %(default)s; evaluation wants "
-                             f"{d.score_threshold}, which `detect eval --weights` uses)")
-    parser.add_argument("--nms-iou", type=float, default=d.nms_iou, help="per-class NMS IoU (R-CNN: 0.3)")
-    parser.add_argument("--max-detections", type=int, default=d.max_detections)
-    parser.add_argument("--superpixel-scale", type=float, default=d.superpixel_scale)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="crops per forward pass")
-    parser.add_argument("--workers", type=int, default=1, help="processes computing proposals ahead")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images")
-    parser.add_argument("--quiet", action="store_true", help="no per-image table")
+    parser.add_argument("--save-txt", type=Path, default=None, metavar="DIR",
+                        help="write DIR/<stem>.txt per image: 'category_id x1 y1 x2 y2 score' per detection "
+                             "(absolute pixels)")
+    parser.add_argument("--classes", nargs="+", default=None, metavar="NAME|ID",
+                        help="keep only these classes (names, case-insensitive, or category ids)")
+    parser.add_argument("--show-threshold", "--score-threshold", dest="show_threshold", type=float, default=0.2,
+                        help="hide table rows and drawn boxes below this probability; --out and --save-txt "
+                             "keep everything above --keep-threshold (default: %(default)s)")
+    parser.add_argument("--keep-threshold", type=float, default=d.score_threshold,
+                        help="drop detections below this probability everywhere (default: %(default)s: "
+                             "evaluation wants the low-score tail)")
+    parser.add_argument("--nms-iou", type=float, default=d.nms_iou, help="per-class NMS IoU (default and "
+                                                                         "R-CNN: %(default)s)")
+    parser.add_argument("--max-detections", type=int, default=d.max_detections,
+                        help="per image (default: %(default)s)")
+    parser.add_argument("--superpixel-scale", type=float, default=d.superpixel_scale,
+                        help="selective search superpixel size factor (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help="crops per forward pass (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes computing proposals ahead, at most the CPU cores (default: %(default)s)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help="refuse larger images (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="one line per image instead of its table")
 
+
+# -- what is shown and written per image ---------------------------------------------------------------
 
 def _is_ilsvrc_det(category_ids: list) -> bool:
     """True for models of the 200 ILSVRC DET classes in the devkit's order (the zero-shot default, or a
@@ -74,108 +120,419 @@ def _is_ilsvrc_det(category_ids: list) -> bool:
     return [str(c) for c in category_ids] == read_synsets(ILSVRC_DET200)[0]
 
 
-def _image_id(path: Path, index: int) -> int:
+def _image_id(item: Any, index: int) -> int:
     """COCO-style numeric ids: the file stem when it is a number (COCO's own naming), else 1-based index."""
-    return int(path.stem) if path.stem.isdigit() else index + 1
+    from backbone.inputs import input_stem
+
+    stem = input_stem(item)
+    return int(stem) if stem.isdigit() and stem.isascii() else index + 1
 
 
-def format_table(result: ImageResult, class_names: list[str]) -> str:
+def format_table(result: ImageResult, class_names: list[str], *, show_threshold: float = 0.0) -> str:
+    """One image's table: a head line, then one row per detection at or above ``show_threshold``."""
     d = result.detections
     t = result.timing
+    shown = [(b, s, l) for b, s, l in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist())
+             if s >= show_threshold]
+    hidden = f" (+{len(d) - len(shown)} below {show_threshold:g})" if len(shown) < len(d) else ""
     head = (f"{result.path}  {result.width}x{result.height}  {result.num_proposals} proposals  "
-            f"{len(d)} detections  ({t.proposals:.2f}s proposals, {t.classify:.2f}s classify)")
-    if len(d) == 0:
+            f"{len(shown)} detections{hidden}  ({t.proposals:.2f}s proposals, {t.classify:.2f}s classify)")
+    if not shown:
         return head
     rows = [f"  {'class':<24} {'score':>6} {'x1':>7} {'y1':>7} {'x2':>7} {'y2':>7}"]
-    for box, score, label in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()):
+    for box, score, label in shown:
         rows.append(f"  {class_names[label - 1][:24]:<24} {score:6.3f} " + " ".join(f"{v:7.1f}" for v in box))
     return "\n".join([head, *rows])
 
 
+def format_line(result: ImageResult, class_names: list[str], *, show_threshold: float = 0.0) -> str:
+    """``--quiet``: one line per image (detections at or above the display threshold, by class)."""
+    from collections import Counter
+
+    d = result.detections
+    counts = Counter(class_names[l - 1] for l, s in zip(d.labels.tolist(), d.scores.tolist()) if s >= show_threshold)
+    what = ", ".join(f"{n} {name}" for name, n in counts.most_common()) or "no detections"
+    seconds = result.timing.proposals + result.timing.classify + result.timing.nms
+    return f"{result.path}  {result.width}x{result.height}  {what}  ({seconds:.2f}s)"
+
+
 def coco_rows(image_id: int, result: ImageResult, category_ids: list) -> list[dict]:
     """One image's detections as COCO results (xywh, the data set's own category ids)."""
+    from torchvision.ops import box_convert
+
+    from backbone.inputs import input_name
+
     d = result.detections
     xywh = box_convert(d.boxes, "xyxy", "xywh")
+    name = input_name(result.path)
     return [{"image_id": image_id, "category_id": category_ids[label - 1],
-             "bbox": [round(v, 2) for v in box], "score": round(score, 5), "file_name": result.path.name}
+             "bbox": [round(v, 2) for v in box], "score": round(score, 5), "file_name": name}
             for box, score, label in zip(xywh.tolist(), d.scores.tolist(), d.labels.tolist())]
 
 
-def ilsvrc_submission(ordered: list[ImageResult], class_names: list[str], category_ids: list) -> str:
-    """The run's detections in the ILSVRC DET devkit's submission format (images numbered 1..N in run
-    order), through the evaluator's own writer so the +1 pixel convention lives in one place."""
+def txt_lines(result: ImageResult, category_ids: list) -> str:
+    """``--save-txt``: one ``category_id x1 y1 x2 y2 score`` line per detection (absolute pixels)."""
+    d = result.detections
+    return "".join(f"{category_ids[label - 1]} {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f} {score:.5f}\n"
+                   for (x1, y1, x2, y2), score, label in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()))
+
+
+def ilsvrc_lines(index: int, result: ImageResult, class_names: list[str], category_ids: list) -> str:
+    """One image's detections in the ILSVRC DET devkit's submission format (the image numbered
+    ``index + 1``: its position in the input list), through the evaluator's own writer so the +1 pixel
+    convention lives in one place."""
+    import torch
+
     from detect.datasets import DetectionDataset, ImageRecord
     from detect.evaluation.results import to_ilsvrc_submission
 
     empty = torch.zeros((0, 4))
-    records = [ImageRecord(i + 1, r.path, r.width, r.height, empty, torch.zeros(0, dtype=torch.int64),
-                           torch.zeros(0, dtype=torch.bool)) for i, r in enumerate(ordered)]
-    dataset = DetectionDataset(records, list(class_names), list(category_ids), "ilsvrc", Path("."))
-    return to_ilsvrc_submission({i + 1: r.detections for i, r in enumerate(ordered)}, dataset)
+    record = ImageRecord(index + 1, Path(str(result.path)), result.width, result.height, empty,
+                         torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool))
+    dataset = DetectionDataset([record], list(class_names), list(category_ids), "ilsvrc", Path("."),
+                               image_index={index + 1: index + 1})
+    return to_ilsvrc_submission({index + 1: result.detections}, dataset)
 
 
-def unique_vis_names(paths: list[Path]) -> list[str]:
-    """File names for the annotated copies of ``paths``, one per input, none twice: ``<stem>.jpg``; when
-    another input already took it (``a/x.png`` and ``b/x.jpg``), ``<stem>_<suffix>.jpg``, then a counter."""
+def unique_names(items: Sequence[Any], suffix: str = ".jpg") -> list[str]:
+    """File names for per-image outputs of ``items``, one per input, none twice: ``<stem><suffix>``; when
+    another input already took it (``a/x.png`` and ``b/x.jpg``), ``<stem>_<ext><suffix>``, then a counter."""
+    from backbone.inputs import input_name
+
     used: set[str] = set()
     names = []
-    for p in paths:
-        candidates = [f"{p.stem}.jpg", f"{p.stem}_{p.suffix.lstrip('.').lower()}.jpg"]
-        candidates += (f"{p.stem}_{k}.jpg" for k in range(2, len(paths) + 3))
+    for item in items:
+        p = Path(input_name(item))
+        candidates = [f"{p.stem}{suffix}", f"{p.stem}_{p.suffix.lstrip('.').lower()}{suffix}"]
+        candidates += (f"{p.stem}_{k}{suffix}" for k in range(2, len(items) + 3))
         name = next(c for c in candidates if c not in used)
         used.add(name)
         names.append(name)
     return names
 
 
-def main(args: argparse.Namespace) -> int:
-    paths = expand_inputs(args.inputs)
+def unique_vis_names(paths: Sequence[Any]) -> list[str]:
+    return unique_names(paths, ".jpg")
+
+
+# -- checks before any model is loaded ----------------------------------------------------------------
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def capped_workers(workers: int) -> int:
+    """``--workers`` checked (>= 1) and capped at the CPU cores this process may use (with a log note)."""
+    if workers < 1:
+        raise InputError(None, f"--workers must be >= 1, got {workers}")
+    cores = _cores()
+    if workers > cores:
+        log.info("--workers %d capped at %d: the CPU cores this process may use (more processes only "
+                 "share them and take memory)", workers, cores)
+        return cores
+    return workers
+
+
+def _check_options(args: argparse.Namespace) -> DetectorConfig:
+    """Every option combination that cannot work, as one line, before anything is loaded."""
+    if args.proposals == "multibox" and not args.multibox_weights:
+        raise InputError(None, "--proposals multibox needs --multibox-weights MB.pt (a MultiBox checkpoint "
+                               "from 'detect multibox train')")
+    if args.resume and args.out is None:
+        raise InputError(None, "--resume needs --out (the per-image results of a run live beside its --out)")
     if args.out is not None and args.out.suffix.lower() in IMAGE_SUFFIXES:
         raise InputError(args.out, "--out must be a .json file, not an image")
+    if not 0.0 <= args.show_threshold <= 1.0:
+        raise InputError(None, f"--show-threshold must be in [0, 1], got {args.show_threshold}")
+    for path in [*(args.weights or []), *([args.multibox_weights] if args.multibox_weights else [])]:
+        if not os.path.isfile(path):
+            what = "no such file" if not os.path.exists(path) else "not a regular file"
+            raise InputError(path, f"{what} (a checkpoint was expected)")
     try:
-        config = DetectorConfig(
-            proposals=args.proposals, fast=args.fast, nms_iou=args.nms_iou, score_threshold=args.score_threshold,
+        return DetectorConfig(
+            proposals=args.proposals, fast=args.fast, nms_iou=args.nms_iou, score_threshold=args.keep_threshold,
             max_detections=args.max_detections, superpixel_scale=args.superpixel_scale,
             batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile)
-    except ValueError as err:  # an option out of range: one line, before any model is loaded
-        raise InputError(None, str(err)) from None
-    device = resolve_device(args.device)
-    shard = init_shard(device)
-    device = local_device(device)
+    except ValueError as err:  # an option out of range
+        raise InputError(None, str(err).replace("--score-threshold", "--keep-threshold")) from None
+
+
+def _check_outputs(args: argparse.Namespace, inputs: list) -> None:
+    """Refuse outputs that cannot be written or would go over an input, before any work starts."""
+    from backbone.files import check_output, check_output_folder
+    from backbone.inputs import is_url
+    from detect.runstore import parts_folder
+
+    protected = [i for i in inputs if not is_url(i)]
+    protected += [*(args.weights or []), *([args.multibox_weights] if args.multibox_weights else [])]
+    if args.source:
+        protected.append(args.source)
+    protected += [a[1:] for a in args.inputs if a.startswith("@") and os.path.isfile(a[1:])]
+    if args.out is not None:
+        for path, what in [(args.out, "--out"), (args.out.with_suffix(".ilsvrc.txt"), "--out (.ilsvrc.txt)"),
+                           (args.out.with_suffix(".run.json"), "--out (.run.json)")]:
+            check_output(path, inputs=protected, what=what)
+        parts = parts_folder(args.out)
+        if parts.exists() and not parts.is_dir():
+            raise InputError(parts, "--out: this path is needed for the per-image results folder; move it")
+    for folder, what in [(args.save_vis, "--save-vis"), (args.save_txt, "--save-txt")]:
+        if folder is not None:
+            if folder.exists() and any(os.path.exists(p) and os.path.samefile(folder, p) for p in protected):
+                raise InputError(folder, f"{what} must be a folder, not an input file")
+            check_output_folder(folder, what=what)
+
+
+def resolve_classes(wanted: Sequence[str], class_names: list[str], category_ids: list) -> tuple[int, ...]:
+    """``--classes`` values (names, case-insensitive, or category ids) -> labels 1..K (InputError if unknown)."""
+    by_name = {n.lower(): k + 1 for k, n in enumerate(class_names)}
+    by_id = {str(c): k + 1 for k, c in enumerate(category_ids)}
+    labels = []
+    for w in wanted:
+        label = by_name.get(w.lower(), by_id.get(w))
+        if label is None:
+            some = ", ".join(class_names[:5]) + (", ..." if len(class_names) > 5 else "")
+            raise InputError(None, f"--classes {w!r}: not a class name or category id of this model ({some})")
+        labels.append(label)
+    return tuple(sorted(set(labels)))
+
+
+def _proposal_phrase(config: DetectorConfig, has_multibox: bool) -> str:
+    ss = "single-strategy selective search" if config.fast else "selective search (fast mode)"
+    ss += f", superpixels x{config.superpixel_scale:g}"
+    if config.proposals == "multibox":
+        phrase = f"{config.multibox_top_k} MultiBox boxes"
+    elif config.proposals == "paper" and has_multibox:
+        phrase = f"{ss} + {config.multibox_top_k} MultiBox boxes (the paper's)"
+    elif config.proposals == "paper":
+        phrase = f"{ss} only (no --multibox-weights: without the paper's +{config.multibox_top_k} MultiBox boxes)"
+    else:
+        phrase = ss
+    if config.fast:
+        phrase += f", at most {config.fast_max_proposals}"
+    return phrase
+
+
+def _model_phrase(weights: Sequence[str] | None, config: DetectorConfig, detector) -> str:
+    k = len(detector.class_names)
+    if not weights:
+        model = "zero-shot ImageNet GoogLeNet"
+    elif config.fast or len(weights) == 1:
+        model = os.fspath(weights[0]) + (f" (first of {len(weights)}: --fast)" if len(weights) > 1 else "")
+    else:
+        model = f"ensemble of {len(weights)} ({', '.join(os.path.basename(w) for w in weights)})"
+    classes = f"{k} classes"
+    if config.classes:
+        classes += ", keeping " + ", ".join(detector.class_names[c - 1] for c in config.classes)
+    return f"{model}, {classes}"
+
+
+# -- the command -----------------------------------------------------------------------------------------
+
+class _Printer:
+    """Writes each image's text to stdout as soon as it is done (above the progress bar, when there is one)."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+
+    def out(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stdout)
+        else:
+            try:
+                print(text, flush=True)
+            except BrokenPipeError:  # `detect run ... | head`: stop printing, keep running
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+
+    def err(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    from backbone.device import describe_device, resolve_device
+    from backbone.inputs import expand_inputs
+    from detect import runstore
+    from detect.sharding import barrier, finish, init_shard, local_device
+
+    config = _check_options(args)
+    workers = capped_workers(args.workers)
+    inputs = expand_inputs(args.inputs, source=args.source)
+    _check_outputs(args, inputs)
+    resolved = resolve_device(args.device)
+    shard = init_shard(resolved)
+    device = local_device(resolved)
+
+    store = None
+    already = 0
+    if args.out is not None:
+        folder = runstore.parts_folder(args.out)
+        fp = runstore.fingerprint(config={**config.to_dict(), "classes": args.classes}, weights=args.weights,
+                                  multibox_weights=args.multibox_weights, inputs=inputs, world=shard.world)
+        if shard.is_main:
+            if not args.resume and (folder / runstore.MANIFEST).exists():
+                log.info("%s: results of an earlier unfinished run; starting over (--resume continues it)", folder)
+            already = runstore.prepare(folder, fp, resume=args.resume)
+        barrier(shard)
+        store = runstore.RankFile.open(folder, shard.rank, shard.world)
+
+    from detect.pipeline import load_detector
+
     detector = load_detector(args.weights, config, multibox_weights=args.multibox_weights, device=device)
     names = detector.class_names
     category_ids = list(getattr(detector.classifier, "category_ids", None) or range(1, len(names) + 1))
+    if args.classes:
+        detector.config = replace(detector.config, classes=resolve_classes(args.classes, names, category_ids))
+    if shard.is_main:
+        mode = "fast mode" if config.fast else "paper mode"
+        ranks = f" x {shard.world} ranks" if shard.world > 1 else ""
+        resumed = f" ({already} done earlier: resuming)" if already else ""
+        log.info("detect run: %d image%s%s | model %s | device %s | proposals: %s | %s | %d worker%s%s",
+                 len(inputs), "" if len(inputs) == 1 else "s", resumed, _model_phrase(args.weights, detector.config, detector),
+                 describe_device(args.device, device), _proposal_phrase(config, detector.multibox is not None),
+                 mode, workers, "" if workers == 1 else "s", ranks)
+        if device.type == "cpu" and not config.fast and config.proposals != "multibox":
+            log.info("paper mode on the CPU takes about a minute or more per image; --fast is the CPU mode")
 
-    vis_names = unique_vis_names(paths)  # from the whole list: every rank names files the same way
-    mine = shard.take(paths)
+    mine = [(i, item) for i, item in shard.take(inputs) if store is None or i not in store.done]
+    vis_names = unique_names(inputs, ".jpg") if args.save_vis is not None else None
+    txt_names = unique_names(inputs, ".txt") if args.save_txt is not None else None
+    counts = {"ok": 0, "skipped": 0}
     start = time.perf_counter()
-    results: list[tuple[int, ImageResult]] = []
-    for (index, _), (result, image) in zip(mine, detector.detect_paths(
-            [p for _, p in mine], workers=args.workers, progress=wants_progress() and shard.is_main)):
-        results.append((index, result))
-        if args.save_vis is not None:
-            from detect.visualize import save_visualization
-
-            save_visualization(args.save_vis / vis_names[index], image, result.detections, names, inputs=paths)
-    ordered = shard.gather(results)
-    finish(shard)
-    if ordered is None:  # not rank 0
-        return 0
+    bar = _progress_bar(len(mine), shard)
+    printer = _Printer(bar)
+    try:
+        outcomes = detector.detect_each([item for _, item in mine], workers=workers)
+        for (index, item), outcome in zip(mine, outcomes):
+            if outcome.error is not None:
+                if args.strict:
+                    raise outcome.error
+                printer.err(f"detect: error: {outcome.error}")
+                counts["skipped"] += 1
+                if store is not None:
+                    store.add_error(index, item, str(outcome.error))
+            else:
+                _per_image_outputs(args, outcome, index, inputs, names, category_ids, vis_names, txt_names)
+                if store is not None:
+                    store.add(index, outcome.result)
+                counts["ok"] += 1
+                fmt = format_line if args.quiet else format_table
+                printer.out(fmt(outcome.result, names, show_threshold=args.show_threshold))
+            if bar is not None:
+                bar.update()
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        done = counts["ok"] + counts["skipped"] + len(store.done if store else ())
+        hint = (f"; results so far are in {runstore.parts_folder(args.out)}: rerun with --resume to continue"
+                if store is not None else "")
+        print(f"detect: interrupted after {done} of {len(inputs)} images{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if bar is not None:
+        bar.close()
     elapsed = time.perf_counter() - start
-    if not args.quiet:
-        for result in ordered:
-            print(format_table(result, names))
-    log.info("%d images in %.1f s (%.2f s/image)", len(ordered), elapsed, elapsed / max(1, len(ordered)))
-    if args.out is not None:
-        rows = [row for i, r in enumerate(ordered) for row in coco_rows(_image_id(r.path, i), r, category_ids)]
-        write_json(args.out, rows, inputs=paths)
-        if _is_ilsvrc_det(category_ids):
-            text = ilsvrc_submission(ordered, names, category_ids)
-            write_bytes(args.out.with_suffix(".ilsvrc.txt"), text.encode(), inputs=paths)
-        run_info = {"config": replace(config).to_dict(), "weights": args.weights,
-                    "multibox_weights": args.multibox_weights, "device": str(device), "world_size": shard.world,
-                    "images": [str(r.path) for r in ordered], "seconds": elapsed}
-        write_json(args.out.with_suffix(".run.json"), run_info, indent=1, inputs=paths)
-        log.info("wrote %s", args.out)
-    return 0
+    barrier(shard)
+    if store is not None:
+        code = _write_outputs(args, shard, inputs, names, category_ids, config, device, elapsed) \
+            if shard.is_main else 0
+    else:
+        gathered = shard.gather([(shard.rank, counts)])
+        code = 0 if gathered is None else _summary(sum(c["ok"] for c in gathered),
+                                                   sum(c["skipped"] for c in gathered), len(inputs), elapsed)
+    finish(shard)
+    return code
 
+
+def _progress_bar(total: int, shard):
+    from backbone.console import wants_progress
+
+    if not (wants_progress() and shard.is_main):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", dynamic_ncols=True)
+
+
+def _per_image_outputs(args, outcome, index: int, inputs: list, names: list[str], category_ids: list,
+                       vis_names, txt_names) -> None:
+    """--save-vis and --save-txt for one image, written as soon as it is done (atomically)."""
+    from backbone.files import write_bytes
+    from backbone.inputs import is_url
+
+    protected = [i for i in inputs if not is_url(i)]
+    if args.save_vis is not None:
+        from detect.visualize import save_visualization
+
+        d = outcome.result.detections
+        keep = d.scores >= args.show_threshold
+        shown = type(d)(d.boxes[keep], d.scores[keep], d.labels[keep])
+        save_visualization(args.save_vis / vis_names[index], outcome.image, shown, names, inputs=protected)
+    if args.save_txt is not None:
+        write_bytes(args.save_txt / txt_names[index], txt_lines(outcome.result, category_ids).encode(),
+                    inputs=protected)
+
+
+def _summary(ok: int, skipped: int, total: int, elapsed: float) -> int:
+    """The end line; returns the exit code (0 all done, 1 some skipped, 2 none processed)."""
+    per = f" in {elapsed:.1f} s ({elapsed / max(1, ok):.2f} s/image)"
+    if skipped == 0:
+        log.info("%s of %s images%s", f"{ok:,}", f"{total:,}", per)
+        return 0
+    log.info("%s of %s images%s; %s skipped, listed above", f"{ok:,}", f"{total:,}", per, f"{skipped:,}")
+    return EXIT_SKIPPED if ok else EXIT_NOTHING
+
+
+def _write_outputs(args, shard, inputs: list, names: list[str], category_ids: list, config: DetectorConfig,
+                   device, elapsed: float) -> int:
+    """Rank 0, after every rank is done: the final files from the per-image results, atomically; then the
+    results folder is removed. Nothing is written when no image could be processed."""
+    import contextlib
+    import json
+    import shutil
+
+    from backbone.files import atomic_path, write_json
+    from backbone.inputs import is_url
+    from detect import runstore
+
+    folder = runstore.parts_folder(args.out)
+    ok, skipped = runstore.counts(folder)
+    if ok == 0:
+        log.info("no image could be processed: %s not written", args.out)
+        return _summary(0, skipped, len(inputs), elapsed)
+    protected = [i for i in inputs if not is_url(i)] + list(args.weights or [])
+    if args.multibox_weights:
+        protected.append(args.multibox_weights)
+    ilsvrc = _is_ilsvrc_det(category_ids)
+    done, skipped_list = [], []
+    with contextlib.ExitStack() as stack:
+        fj = open(stack.enter_context(atomic_path(args.out, inputs=protected)), "w", encoding="utf-8")
+        ft = None
+        if ilsvrc:  # models of the 200 ILSVRC DET classes: the devkit's submission file too
+            ft = open(stack.enter_context(atomic_path(args.out.with_suffix(".ilsvrc.txt"), inputs=protected)),
+                      "w", encoding="utf-8")
+        with fj, (ft or contextlib.nullcontext()):
+            fj.write("[")
+            first = True
+            for rec in runstore.records(folder, inputs):
+                if rec.result is None:
+                    skipped_list.append({"input": rec.input, "error": rec.error})
+                    continue
+                done.append(rec.input)
+                for row in coco_rows(_image_id(rec.input, rec.index), rec.result, category_ids):
+                    fj.write(("" if first else ", ") + json.dumps(row, allow_nan=False))
+                    first = False
+                if ft is not None:
+                    ft.write(ilsvrc_lines(rec.index, rec.result, names, category_ids))
+            fj.write("]")
+    run_info = {"config": {**config.to_dict(), "classes": args.classes}, "show_threshold": args.show_threshold,
+                "weights": args.weights, "multibox_weights": args.multibox_weights, "device": str(device),
+                "world_size": shard.world, "images": done, "skipped": skipped_list, "seconds": elapsed}
+    write_json(args.out.with_suffix(".run.json"), run_info, indent=1, inputs=protected)
+    shutil.rmtree(folder, ignore_errors=True)
+    log.info("wrote %s", args.out)
+    return _summary(ok, skipped, len(inputs), elapsed)
