@@ -101,14 +101,73 @@ def test_bad_input_is_one_line_exit_2_no_file(argv: list[str], message: str, ima
     assert not out.exists()
 
 
-def test_corrupt_image_midway_leaves_no_partial_file(images: list[Path], tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture) -> None:
+def test_corrupt_image_midway_is_skipped(images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An unreadable image is one line and skipped (exit 1); the others are written; --strict stops (exit 2)."""
+    clean = tmp_path / "clean.json"
+    assert main(["proposals", str(images[0]), "--out", str(clean)]) == 0
     bad = images[0].parent / "im1.png"
     bad.write_bytes(b"not an image")
     out = tmp_path / "out.json"
-    assert main(["proposals", str(images[0].parent), "--out", str(out)]) == 2
-    assert "im1.png: not a readable image" in capsys.readouterr().err
+    assert main(["proposals", str(images[0].parent), "--out", str(out), "--workers", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "detect: error: " in err and "im1.png: not a readable image" in err and "1 skipped" in err
+    assert out.read_bytes() == clean.read_bytes()
+    out.unlink()
+    assert main(["proposals", str(images[0].parent), "--out", str(out), "--strict"]) == 2
     assert not out.exists() and not list(tmp_path.glob(".out.json*"))
+
+
+def test_streams_json_to_stdout_and_globs(images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(images[0].parent)
+    assert main(["proposals", "*.png", "--strategy", "single"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["file"] for e in entries] == ["im0.png", "im1.png"]
+    listing = tmp_path / "l.txt"
+    listing.write_text("imgs/im1.png\n")
+    assert main(["proposals", f"@{listing}", "--strategy", "single"]) == 0
+    assert [e["image_id"] for e in json.loads(capsys.readouterr().out)] == ["im1"]
+
+
+def test_kill_then_resume_equals_uninterrupted(images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from detect.commands import proposals as command
+
+    clean = tmp_path / "clean.json"
+    args = ["proposals", str(images[0].parent), "--strategy", "single"]
+    assert main([*args, "--out", str(clean)]) == 0
+    out = tmp_path / "out.json"
+    original = command._propose_one
+    calls = []
+
+    def dies_at_second(job):
+        calls.append(job[1].file)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(job)
+
+    monkeypatch.setattr(command, "_propose_one", dies_at_second)
+    assert main([*args, "--out", str(out)]) == 130
+    assert "interrupted after 1 of 2 images" in capsys.readouterr().err and not out.exists()
+    calls.clear()
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert calls == [str(images[1])]
+    assert out.read_bytes() == clean.read_bytes()
+
+
+@pytest.mark.parametrize("target", ["weights", "image", "list"])
+def test_output_over_an_input_is_refused_before_work(target: str, images: list[Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    weights = tmp_path / "mb.pt"
+    weights.write_bytes(b"a checkpoint the user owns")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{images[0]}\n")
+    out = {"weights": weights, "image": images[0], "list": listing}[target]
+    before = {p: p.read_bytes() for p in (weights, images[0], listing)}
+    assert main(["proposals", f"@{listing}", "--method", "paper", "--weights", str(weights), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "would overwrite an input file" in err and len(err.splitlines()) == 1
+    assert {p: p.read_bytes() for p in before} == before
 
 
 def test_coco128_with_gt(coco128: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
