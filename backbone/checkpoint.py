@@ -9,6 +9,12 @@ Layout (``format`` ``"goingdeeper/1"``)::
 
 Only plain types and tensors, so :func:`load_checkpoint` reads it with ``torch.load(weights_only=True)``,
 which refuses pickles that carry code. Files are written atomically (temp file + rename).
+
+Reading is bounded before anything is allocated from a file's values (issue 13): only a regular file is
+opened (never a FIFO or device); a zip whose records inflate past twice the file's size is refused unread;
+every loaded tensor must own its elements (a stride-0 view of a 2 KB storage would expand to gigabytes when
+used) and be finite; ``model_config`` is checked for types, a class count up to :data:`MAX_CLASSES` and
+agreement with the classifier's weight shape before a model is built from it.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 
 import torch
 
-from backbone.errors import InputError
+from backbone.errors import InputError, escape, has_control, short_repr
 from backbone.files import atomic_path
 from backbone.googlenet import GoogLeNet, GoogLeNetConfig
 from backbone.preprocess import Preprocessing
@@ -33,6 +39,10 @@ FORMAT = "goingdeeper/1"
 ARCH = "googlenet"
 RESERVED_KEYS = ("format", "arch", "variant", "num_classes", "class_names", "preprocessing", "model_config",
                  "config", "model")
+#: Most classes a checkpoint may declare (ImageNet-21k has 21,841); 500,000 took 6.9 GB before the refusal.
+MAX_CLASSES = 100_000
+#: Largest checkpoint file read, and most bytes its zip records may inflate to (GoogLeNet is ~50 MB).
+MAX_CHECKPOINT_BYTES = 4 << 30
 
 
 def save_checkpoint(path: str | os.PathLike, model: GoogLeNet, *, class_names: list[str],
@@ -93,15 +103,15 @@ def read_torch_file(path: str | os.PathLike) -> Any:
     Raises InputError for a missing file, a folder, a truncated or corrupt file, and a pickle that
     carries code (``weights_only`` refuses it).
     """
+    from backbone.safeio import regular_file
+
     p = Path(path)
-    if not p.exists():
-        raise InputError(p, "no such file")
-    if p.is_dir():
-        raise InputError(p, "is a folder, expected a checkpoint file")
-    if p.stat().st_size == 0:
+    st = regular_file(p, max_bytes=MAX_CHECKPOINT_BYTES, what="checkpoint file")
+    if st.st_size == 0:
         raise InputError(p, "empty file, not a checkpoint")
+    _check_zip_sizes(p, st.st_size)
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # weights_only names the callable or class it would not import ("Unsupported global: GLOBAL
         # print ...", or for a blocked module "unsupported GLOBAL posix.system whose module posix is
@@ -114,8 +124,117 @@ def read_torch_file(path: str | os.PathLike) -> Any:
     except PermissionError:
         raise InputError(p, "permission denied") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError,
-            AttributeError, TypeError, UnicodeDecodeError):
+            AttributeError, TypeError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError):
         raise InputError(p, "not a readable checkpoint (truncated or corrupt, or not a PyTorch file)") from None
+    check_tensors(obj, p)
+    return obj
+
+
+def _check_zip_sizes(p: Path, size: int) -> None:
+    """Refuse a zip (torch's format) whose records inflate past ``2 * size + 1 MiB``: torch writes them
+    uncompressed, so only a crafted file (a 1 GB record deflated to a few KB) does that."""
+    if not zipfile.is_zipfile(p):
+        return  # legacy (non-zip) torch files: torch.load reports what is wrong
+    try:
+        with zipfile.ZipFile(p) as z:
+            total = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # torch.load names it as a damaged file
+    if total > min(2 * size + (1 << 20), MAX_CHECKPOINT_BYTES):
+        raise InputError(p, f"refused: its records inflate to {total / 1e6:.0f} MB from a {size / 1e6:.1f} MB file "
+                            "(a compressed checkpoint; torch writes them uncompressed)")
+
+
+def check_tensors(obj: Any, path: str | os.PathLike | None, *, finite: bool = True) -> None:
+    """Raise InputError (naming ``path``) for a tensor in ``obj`` (dicts and lists walked) that does not own
+    its elements (stride 0 or overlapping strides: it would grow when copied) or, with ``finite``, holds
+    NaN or infinity."""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+        elif isinstance(item, torch.Tensor):
+            name = escape(short_repr(where, 60)) if where else "a tensor"
+            if item.is_sparse or item.layout != torch.strided:
+                raise InputError(path, f"tensor {name} is not a dense tensor")
+            if item.numel() > 0:
+                owned = item.untyped_storage().nbytes() - item.storage_offset() * item.element_size()
+                if any(st == 0 for st, n in zip(item.stride(), item.shape) if n > 1) or \
+                        item.numel() * item.element_size() > owned:
+                    raise InputError(path, f"tensor {name} of shape {list(item.shape)} is a view with stride "
+                                           f"{list(item.stride())} over {owned} bytes; not a saved tensor")
+            if finite and item.is_floating_point() and not bool(torch.isfinite(item).all()):
+                raise InputError(path, f"tensor {name} holds NaN or infinite values")
+
+
+def checked_model_config(d: Any, state: Any, path: str | os.PathLike | None) -> GoogLeNetConfig:
+    """``GoogLeNetConfig.from_dict(d)`` after checking types and sizes, and that ``num_classes`` agrees with
+    the classifier weight in ``state`` (when present): nothing is built from unchecked numbers."""
+    if not isinstance(d, dict):
+        raise InputError(path, f"bad model_config in checkpoint (a {type(d).__name__}, expected a dict)")
+    n = d.get("num_classes", 1000)
+    if type(n) is not int or not 0 <= n <= MAX_CLASSES:
+        raise InputError(path, f"bad model_config in checkpoint: num_classes {short_repr(n)}, expected an integer "
+                               f"0..{MAX_CLASSES}")
+    for key in ("aux_logits", "transform_input"):
+        if key in d and d[key] is not None and type(d[key]) is not bool:
+            raise InputError(path, f"bad model_config in checkpoint: {key} {short_repr(d[key])}, expected true/false")
+    for key in ("dropout", "dropout_aux"):
+        value = d.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value < 1):
+            raise InputError(path, f"bad model_config in checkpoint: {key} {short_repr(value)}, expected 0 <= p < 1")
+    if not isinstance(d.get("variant", "paper"), str):
+        raise InputError(path, f"bad model_config in checkpoint: variant {short_repr(d.get('variant'))}")
+    if isinstance(state, dict) and isinstance(state.get("fc.weight"), torch.Tensor) and n > 0:
+        rows = state["fc.weight"].shape[0] if state["fc.weight"].ndim == 2 else -1
+        if rows != n:
+            raise InputError(path, f"model_config says {n} classes but the classifier weight fc.weight has shape "
+                                   f"{list(state['fc.weight'].shape)}")
+    try:
+        return GoogLeNetConfig.from_dict(d)
+    except (TypeError, ValueError) as err:
+        raise InputError(path, f"bad model_config in checkpoint ({err})") from None
+
+
+#: Largest ``resize`` / ``crop`` a checkpoint's preprocessing may ask for (the paper's largest test scale
+#: is 352; 2048 leaves room while a batch of crops stays far from the machine's memory).
+MAX_PREPROCESS_SIDE = 2048
+
+
+def checked_preprocessing(d: Any, path: str | os.PathLike | None) -> Preprocessing:
+    """``Preprocessing.from_dict(d)`` after checking types and sizes (one InputError line otherwise)."""
+    if not isinstance(d, dict):
+        raise InputError(path, f"bad preprocessing in checkpoint (a {type(d).__name__}, expected a dict)")
+    for key in ("resize", "crop"):
+        if key in d and (type(d[key]) is not int or not 1 <= d[key] <= MAX_PREPROCESS_SIDE):
+            raise InputError(path, f"bad preprocessing in checkpoint: {key} {short_repr(d[key])}, expected an "
+                                   f"integer 1..{MAX_PREPROCESS_SIDE}")
+    for key in ("mean", "std"):
+        value = d.get(key, (0.0, 0.0, 1.0))
+        if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e6 and v == v for v in value)):
+            raise InputError(path, f"bad preprocessing in checkpoint: {key} {short_repr(value)}, expected 3 numbers")
+    if "interpolation" in d and not isinstance(d["interpolation"], str):
+        raise InputError(path, f"bad preprocessing in checkpoint: interpolation {short_repr(d['interpolation'])}")
+    try:
+        return Preprocessing.from_dict(d)
+    except (TypeError, ValueError) as err:
+        raise InputError(path, f"bad preprocessing in checkpoint ({err})") from None
+
+
+def checked_names(names: Any, path: str | os.PathLike | None, what: str = "class_names") -> list[str]:
+    """``names`` as a list of strings (at most :data:`MAX_CLASSES`), or one InputError line."""
+    if not isinstance(names, (list, tuple)) or len(names) > MAX_CLASSES + 1 or \
+            not all(isinstance(c, str) for c in names):
+        raise InputError(path, f"checkpoint {what} must be a list of at most {MAX_CLASSES} strings")
+    bad = next((c for c in names if has_control(c)), None)
+    if bad is not None:
+        raise InputError(path, f"checkpoint {what} holds a name with control characters: {escape(short_repr(bad))}")
+    return list(names)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -148,6 +267,10 @@ def check_checkpoint(obj: Any, path: str | os.PathLike | None) -> None:
         raise InputError(path, f"incomplete checkpoint, missing {', '.join(missing)}")
     if not isinstance(obj["model"], dict):
         raise InputError(path, "checkpoint 'model' is not a state dict")
+    checked_names(obj["class_names"], path)
+    if type(obj["num_classes"]) is not int or obj["num_classes"] != len(obj["class_names"]):
+        raise InputError(path, f"checkpoint num_classes {short_repr(obj['num_classes'])} does not match its "
+                               f"{len(obj['class_names'])} class names")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, *, expect_variant: str | None = None,
@@ -171,10 +294,9 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, *, expect_va
                                f"expected {expect_variant!r}")
     if expect_num_classes is not None and ckpt["num_classes"] != expect_num_classes:
         raise InputError(path, f"checkpoint has {ckpt['num_classes']} classes, expected {expect_num_classes}")
-    try:
-        config = GoogLeNetConfig.from_dict(ckpt["model_config"])
-    except (TypeError, ValueError) as err:
-        raise InputError(path, f"bad model_config in checkpoint ({err})") from None
+    config = checked_model_config(ckpt["model_config"], ckpt["model"], path)
+    if config.num_classes != ckpt["num_classes"]:
+        raise InputError(path, f"model_config says {config.num_classes} classes, the checkpoint {ckpt['num_classes']}")
     model = GoogLeNet(config, init_weights=False)
     load_state_dict_strict(model, ckpt["model"], path)
     return model.eval(), ckpt

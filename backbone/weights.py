@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from backbone.checkpoint import check_checkpoint, is_checkpoint, load_state_dict_strict, read_torch_file
+from backbone.checkpoint import (MAX_CLASSES, check_checkpoint, checked_model_config, checked_preprocessing,
+                                 is_checkpoint, load_state_dict_strict, read_torch_file)
 from backbone.console import wants_progress
 from backbone.errors import InputError
 from backbone.googlenet import VARIANTS, GoogLeNet, GoogLeNetConfig
@@ -134,7 +135,7 @@ def _build(obj: Any, path: str | os.PathLike, *, variant: str | None, num_classe
     """A model from a loaded weights file (our checkpoint or a raw state dict)."""
     if is_checkpoint(obj):
         check_checkpoint(obj, path)
-        saved = GoogLeNetConfig.from_dict(obj["model_config"])
+        saved = checked_model_config(obj["model_config"], obj["model"], path)
         if variant is not None and saved.variant != variant:
             raise InputError(path, f"checkpoint holds the {saved.variant!r} GoogLeNet variant, not {variant!r}")
         if num_classes is not None and saved.num_classes != num_classes:
@@ -157,7 +158,11 @@ def _build(obj: Any, path: str | os.PathLike, *, variant: str | None, num_classe
         raise InputError(path, f"state dict is in the {found!r} GoogLeNet layout, not {variant!r}")
     if "fc.weight" not in obj:
         raise InputError(path, "state dict has no classifier (fc.weight); not a GoogLeNet state dict")
-    saved_classes = int(obj["fc.weight"].shape[0])
+    fc = obj["fc.weight"]
+    if fc.ndim != 2 or not 0 < fc.shape[0] <= MAX_CLASSES:
+        raise InputError(path, f"state dict's classifier fc.weight has shape {list(fc.shape)}; expected "
+                               f"[classes <= {MAX_CLASSES}, features]")
+    saved_classes = int(fc.shape[0])
     config = GoogLeNetConfig(variant=found, num_classes=saved_classes, aux_logits=aux_logits, dropout=dropout,
                              transform_input=transform_input)
     model = GoogLeNet(config, init_weights=False)
@@ -185,9 +190,6 @@ def load_classifier(weights: str | os.PathLike = "imagenet", *, variant: str | N
         model = _build(obj, weights, variant=variant, num_classes=None, aux_logits=False, dropout=None,
                        transform_input=None).eval()
         if is_checkpoint(obj):
-            try:
-                return model, list(obj["class_names"]), Preprocessing.from_dict(obj["preprocessing"])
-            except (TypeError, ValueError) as err:
-                raise InputError(weights, f"bad preprocessing in checkpoint ({err})") from None
+            return model, list(obj["class_names"]), checked_preprocessing(obj["preprocessing"], weights)
     names = imagenet_classes() if model.num_classes == 1000 else [f"class {i}" for i in range(model.num_classes)]
     return model, names, Preprocessing()

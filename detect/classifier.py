@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from backbone.errors import InputError
+from backbone.errors import InputError, short_repr
 from backbone.googlenet import GoogLeNet, googlenet
 from backbone.preprocess import Preprocessing
 from detect.crops import CropConfig, iter_warped, normalize
@@ -34,6 +34,11 @@ from detect.zeroshot import ZeroShotMap, load_zeroshot_map
 log = logging.getLogger(__name__)
 
 TASK = "region_classifier"
+#: Largest crop side a checkpoint may ask for: GoogLeNet's input is 224 (Table 1); a batch of 256 crops at
+#: 512 px is 0.8 GB (1500 px took 7.5 GB before it was refused).
+MAX_CROP_SIZE = 512
+#: Most bilinear samples per output pixel and axis a checkpoint may ask for (0 = adaptive).
+MAX_SAMPLING_RATIO = 16
 #: Name stored for output 0 in checkpoints (the checkpoint format wants one name per output).
 BACKGROUND = "__background__"
 
@@ -116,7 +121,7 @@ class RegionClassifier(nn.Module):
         Raises:
             InputError: unreadable file, or a checkpoint that is not a region classifier (e.g. a backbone).
         """
-        from backbone.checkpoint import load_checkpoint, model_from_checkpoint
+        from backbone.checkpoint import checked_preprocessing, load_checkpoint, model_from_checkpoint
 
         ckpt = load_checkpoint(path)
         if ckpt.get("task") != TASK:
@@ -125,17 +130,35 @@ class RegionClassifier(nn.Module):
         names = list(ckpt["class_names"])
         if not names or names[0] != BACKGROUND:
             raise InputError(path, f"region-classifier checkpoint must list {BACKGROUND!r} first")
-        try:
-            crop = CropConfig.from_dict(ckpt.get("crop", {}))
-            preprocessing = Preprocessing.from_dict(ckpt["preprocessing"])
-        except (TypeError, ValueError) as err:
-            raise InputError(path, f"bad crop or preprocessing settings ({err})") from None
+        crop = _checked_crop(ckpt.get("crop", {}), path)
+        preprocessing = checked_preprocessing(ckpt["preprocessing"], path)
+        category_ids = ckpt.get("category_ids")
+        if category_ids is not None and not (
+                isinstance(category_ids, list) and len(category_ids) == len(names) - 1
+                and all(type(c) is int or type(c) is str for c in category_ids)):
+            raise InputError(path, f"checkpoint category_ids must be {len(names) - 1} integers or strings, one per "
+                                   "class")
         try:
             model, _ = model_from_checkpoint(ckpt, expect_num_classes=len(names))
         except InputError as err:  # given a dict, it cannot name the file
             raise InputError(path, err.problem) from None
         return cls(model, names[1:], preprocessing=preprocessing, crop=crop,
-                   category_ids=ckpt.get("category_ids"), source=path).eval()
+                   category_ids=category_ids, source=path).eval()
+
+
+def _checked_crop(d: Any, path: str | os.PathLike) -> CropConfig:
+    """A checkpoint's ``crop`` settings as a :class:`CropConfig`, types and sizes checked first."""
+    bounds = {"size": (1, MAX_CROP_SIZE), "padding": (0, MAX_CROP_SIZE), "sampling_ratio": (0, MAX_SAMPLING_RATIO)}
+    if not isinstance(d, dict):
+        raise InputError(path, f"bad crop settings in checkpoint (a {type(d).__name__}, expected a dict)")
+    for key, (low, high) in bounds.items():
+        if key in d and (type(d[key]) is not int or not low <= d[key] <= high):
+            raise InputError(path, f"bad crop settings in checkpoint: {key} {short_repr(d[key])}, expected an "
+                                   f"integer {low}..{high}")
+    try:
+        return CropConfig.from_dict(d)
+    except (TypeError, ValueError) as err:
+        raise InputError(path, f"bad crop settings in checkpoint ({err})") from None
 
 
 def _backbone_preprocessing(weights: str | os.PathLike | None) -> Preprocessing:
@@ -146,7 +169,9 @@ def _backbone_preprocessing(weights: str | os.PathLike | None) -> Preprocessing:
 
     obj = read_torch_file(weights)
     if is_checkpoint(obj):
-        return Preprocessing.from_dict(obj["preprocessing"])
+        from backbone.checkpoint import checked_preprocessing
+
+        return checked_preprocessing(obj.get("preprocessing"), weights)
     return Preprocessing()
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -89,13 +88,36 @@ def entry_path(out_dir: str | os.PathLike, image_id: str | int) -> Path:
     return Path(out_dir) / f"{safe}.pt"
 
 
+#: Most boxes one cache entry may hold (selective search in quality mode gives ~10,000 per image).
+MAX_ENTRY_BOXES = 1_000_000
+#: Largest cache entry file read (1,000,000 boxes take ~28 MB).
+MAX_ENTRY_BYTES = 64 << 20
+
+
 def _read_entry(path: Path, config_hash: str | None) -> Proposals | None:
-    """The entry at ``path``, or None if it is missing, unreadable, malformed or of another config."""
+    """The entry at ``path``, or None if it is missing, unreadable, malformed or of another config.
+
+    Checked before any tensor is copied: a regular file below :data:`MAX_ENTRY_BYTES` (read as
+    :func:`backbone.checkpoint.read_torch_file` reads, so its tensors own their storage: a 2 KB entry of
+    stride-0 views took 9.9 GB when converted), ``boxes`` ``Tensor[N, 4]``, ``scores`` and ``sources``
+    ``Tensor[N]``, ``N`` at most :data:`MAX_ENTRY_BOXES`.
+    """
+    from backbone.checkpoint import read_torch_file
+    from backbone.safeio import regular_file
+
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if config_hash is not None and data.get("config_hash") != config_hash:
+        regular_file(path, max_bytes=MAX_ENTRY_BYTES)
+        data = read_torch_file(path)
+        if not isinstance(data, dict) or (config_hash is not None and data.get("config_hash") != config_hash):
             return None
-        return Proposals(data["boxes"].float(), data["scores"].float(), data["sources"].long())
+        boxes, scores, sources = data["boxes"], data["scores"], data["sources"]
+        if not all(isinstance(t, torch.Tensor) for t in (boxes, scores, sources)):
+            return None
+        n = boxes.shape[0] if boxes.ndim == 2 else -1
+        if not (0 <= n <= MAX_ENTRY_BOXES and boxes.shape[1] == 4 and scores.shape == (n,) and sources.shape == (n,)
+                and boxes.is_floating_point() and scores.is_floating_point() and not sources.is_floating_point()):
+            return None
+        return Proposals(boxes.float(), scores.float(), sources.long())
     except Exception:  # noqa: BLE001 - any failure means "not a valid entry": recompute it
         return None
 
@@ -119,10 +141,14 @@ def load_cached(out_dir: str | os.PathLike, image_id: str | int) -> Proposals:
 
 
 def _read_manifest(out: Path) -> dict[str, Any] | None:
+    """``cache.json`` of the folder ``out`` (a regular file below 1 MB), or None."""
+    from backbone.safeio import load_json
+
     try:
-        return json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
+        manifest = load_json(out / MANIFEST, max_bytes=1 << 20)
+    except InputError:
         return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("config_hash"), str) else None
 
 
 # Worker side ----------------------------------------------------------------------------------------

@@ -53,8 +53,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.ops import clip_boxes_to_image, nms
 
-from backbone.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from backbone.errors import InputError
+from backbone.checkpoint import checked_preprocessing, load_checkpoint, model_from_checkpoint, save_checkpoint
+from backbone.errors import InputError, short_repr
 from backbone.googlenet import googlenet
 from backbone.images import read_image
 from backbone.preprocess import Preprocessing
@@ -464,6 +464,39 @@ def save_multibox(path: str | os.PathLike, model: MultiBox, *, config: dict[str,
                            "multibox_head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()}})
 
 
+#: Bounds on a MultiBox checkpoint's numbers, checked before anything is built from them: key ->
+#: (type, lowest, highest). The head's last layer has ``head_channels * head_grid**2 * 5 * num_priors``
+#: weights (2.0M at the defaults); these bounds keep it under 1 GB.
+_MULTIBOX_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "num_priors": (int, 1, 10_000), "input_size": (int, 32, 1024), "head_channels": (int, 1, 1024),
+    "head_grid": (int, 1, 16), "top_k": (int, 1, 10_000), "dropout": (float, 0, 1), "alpha": (float, 0, 1e6),
+    "conf_prior": (float, 1e-9, 1 - 1e-9),
+}
+
+
+def _check_multibox_parts(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """Types and sizes of a MultiBox checkpoint's config and priors (one InputError line naming the file)."""
+    d = ckpt["multibox"]
+    if not isinstance(d, dict):
+        raise InputError(path, "MultiBox config in checkpoint is not a dict")
+    for key, (kind, low, high) in _MULTIBOX_BOUNDS.items():
+        value = d.get(key)
+        ok = value is None or (not isinstance(value, bool) and isinstance(value, int if kind is int else (int, float))
+                               and low <= value <= high)
+        if not ok:
+            raise InputError(path, f"MultiBox config {key} {short_repr(value)} is not a number in {low:g}..{high:g}")
+    priors = ckpt["priors"]
+    if not (isinstance(priors, torch.Tensor) and priors.ndim == 2 and priors.shape[1] == 4
+            and 1 <= priors.shape[0] <= _MULTIBOX_BOUNDS["num_priors"][2] and priors.is_floating_point()):
+        shape = list(priors.shape) if isinstance(priors, torch.Tensor) else type(priors).__name__
+        raise InputError(path, f"MultiBox priors are {shape}, expected a float Tensor[K, 4] with K <= "
+                               f"{_MULTIBOX_BOUNDS['num_priors'][2]}")
+    if d.get("head_channels", 128) * d.get("head_grid", 4) ** 2 * 5 * priors.shape[0] > 250_000_000:
+        raise InputError(path, "MultiBox head too large (head_channels x head_grid^2 x 5 x priors above 250M)")
+    if not isinstance(ckpt["multibox_head"], dict):
+        raise InputError(path, "MultiBox head in checkpoint is not a state dict")
+
+
 def load_multibox(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> MultiBox:
     """Rebuild a MultiBox written by :func:`save_multibox` (evaluation mode, on ``device``).
 
@@ -474,10 +507,11 @@ def load_multibox(path: str | os.PathLike, *, device: str | torch.device = "cpu"
     if not {"multibox", "multibox_head", "priors"} <= set(ckpt):
         raise InputError(path, "not a MultiBox checkpoint (no priors / box head); "
                                "train one with 'detect multibox train'")
+    _check_multibox_parts(ckpt, path)
     trunk, _ = model_from_checkpoint(ckpt)
     try:
         config = MultiBoxConfig.from_dict(ckpt["multibox"])
-        model = MultiBox(trunk, ckpt["priors"], config, Preprocessing.from_dict(ckpt["preprocessing"]))
+        model = MultiBox(trunk, ckpt["priors"], config, checked_preprocessing(ckpt["preprocessing"], path))
         model.head.load_state_dict(ckpt["multibox_head"])
     except (TypeError, ValueError, RuntimeError) as err:
         raise InputError(path, f"MultiBox parts do not fit ({str(err).splitlines()[0]})") from None
