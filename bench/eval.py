@@ -1,25 +1,34 @@
-"""Benchmark: our `detect eval` COCO path against raw pycocotools (and faster-coco-eval when importable).
+"""Benchmark: `detect eval --results` (our evaluator) against pycocotools and faster-coco-eval, whole commands.
 
 Input of COCO val's size: coco128's ground truth replicated to ``--images`` images (new image and annotation
 ids, segmentations kept so JSON loading is realistic) with ``--dets`` detections per image (jittered ground
-truth, some with a wrong class, plus random boxes; random scores; fixed seed). Both paths read the same two
-JSON files from disk. The numbers must be identical (``COCOeval.stats`` and the precision array); the
-script exits 1 if they are not.
+truth, some with a wrong class, plus random boxes; random scores; fixed seed). Each path runs as its own
+Python process on the same two JSON files, and its CPU time (user + system, start-up and imports included)
+is read from ``resource.getrusage(RUSAGE_CHILDREN)``:
+
+* pycocotools: ``COCO(gt)``, ``loadRes(dets)``, ``COCOeval(..., "bbox")`` evaluate / accumulate / summarize;
+* faster-coco-eval (where importable; else "not installed"): the same with its drop-in classes;
+* ours: ``python -m detect eval --annotations gt.json --results dets.json``.
+
+The numbers must agree: pycocotools' process saves its 12 stats and ``eval`` arrays, which are compared
+with ours (to 1e-12, stats identical) and with the AP our command printed; the script exits 1 otherwise.
+Also measured: ``python -c "import detect.commands.evaluate"`` (and whether it loaded torch), and the ILSVRC
+evaluator on an ILSVRC-val-sized synthetic set (``--ilsvrc-images`` 20,121 images, 200 classes), per image
+against our COCO evaluator's function on the COCO input (both in this process, CPU time).
 
     python bench/eval.py                      # 5,000 images x 100 detections (COCO val size)
-    python bench/eval.py --images 500         # quicker on a busy 2-core machine
-    PYTHONPATH=/tmp/fce python bench/eval.py  # also faster-coco-eval (pip install --target /tmp/fce ...)
-
-Prints a markdown table: CPU seconds of this process for load (JSON + index + our checks), evaluate,
-accumulate (summarize is included in total), total, the ratio to pycocotools, and wall-clock seconds.
+    python bench/eval.py --images 2000
+    python bench/eval.py --images 500 --ilsvrc-images 2000   # quicker on a busy 2-core machine
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
+import os
+import re
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,12 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)  # the repo, not bench/ (bench/proposals.py would shadow the package)
 
-#: Stage times are this process's CPU seconds: on a shared machine wall-clock time mostly measures the
-#: neighbours (all three paths are single-threaded). Wall-clock total is reported beside them.
-clock = time.process_time
 DEFAULT_GT = REPO.parent / "shared" / "data" / "coco128" / "annotations" / "instances_train2017.json"
-
-
 def replicate(raw: dict, n_images: int) -> dict:
     """coco128's ground truth cycled to ``n_images`` images with fresh image and annotation ids."""
     by_image: dict[int, list[dict]] = {}
@@ -80,58 +84,69 @@ def make_detections(gt: dict, per_image: int, seed: int) -> list[dict]:
     return out
 
 
-def _run_api(COCO, COCOeval, gt_path: Path, dets_path: Path) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """The plain pycocotools sequence, timed per stage, with an API of the same shape (pycocotools or
-    faster-coco-eval's drop-in classes)."""
-    t = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        start, wall = clock(), time.perf_counter()
-        gt = COCO(str(gt_path))
-        dt = gt.loadRes(str(dets_path))
-        t["load"] = clock() - start
-        ev = COCOeval(gt, dt, "bbox")
-        for stage in ("evaluate", "accumulate", "summarize"):
-            s = clock()
-            getattr(ev, stage)()
-            t[stage] = clock() - s
-    t["total"] = clock() - start
-    t["wall"] = time.perf_counter() - wall
-    return t, np.asarray(ev.stats[:12]), np.asarray(ev.eval["precision"])
+PYCOCOTOOLS = """
+import sys, contextlib, io, numpy as np
+{imports}
+with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO(sys.argv[1]); dt = gt.loadRes(sys.argv[2]); ev = COCOeval(gt, dt, "bbox")
+    ev.evaluate(); ev.accumulate(); ev.summarize()
+np.savez(sys.argv[3], stats=np.asarray(ev.stats[:12]), precision=ev.eval["precision"], recall=ev.eval["recall"],
+         scores=ev.eval["scores"])
+"""
 
 
-def run_pycocotools(gt_path: Path, dets_path: Path) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    return _run_api(COCO, COCOeval, gt_path, dets_path)
-
-
-def run_ours(gt_path: Path, dets_path: Path) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """What `detect eval --metric coco` does, stage by stage."""
-    from detect.datasets import read_coco
-    from detect.evaluation.coco import coco_ground_truth, coco_results_api, metrics_from_cocoeval, run_cocoeval
-    from detect.evaluation.results import load_coco_results
-
-    t: dict[str, float] = {}
-    start, wall = clock(), time.perf_counter()
-    dataset = read_coco(gt_path)
-    results = load_coco_results(dets_path, dataset)
-    cgt = coco_ground_truth(dataset)
-    dt = coco_results_api(cgt, results)
-    t["load"] = clock() - start
-    ev = run_cocoeval(cgt, dt, timings=t, clock=clock)
-    metrics = metrics_from_cocoeval(ev, cgt.class_names)
-    t["total"] = clock() - start
-    t["wall"] = time.perf_counter() - wall
-    return t, np.array(list(metrics.stats().values())), metrics.precision
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd``; return (its CPU seconds, user + system, children included; wall seconds; stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} failed: {proc.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, wall, proc.stdout + proc.stderr
 
 
-def run_faster_coco_eval(gt_path: Path, dets_path: Path) -> tuple[dict[str, float], np.ndarray, np.ndarray] | None:
-    try:
-        from faster_coco_eval import COCO, COCOeval_faster
-    except ImportError:
-        return None
-    return _run_api(COCO, COCOeval_faster, gt_path, dets_path)
+def importable(module: str) -> bool:
+    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def ilsvrc_set(n_images: int, per_image: int, seed: int):
+    """An ILSVRC-val-sized data set in memory: 200 classes, 1-4 boxes per image (val has 2.8 on average),
+    ``per_image`` detections (jittered ground truth, then random boxes)."""
+    import torch
+
+    from detect.datasets import DetectionDataset, ImageRecord
+    from detect.structures import Detections
+
+    rng = np.random.default_rng(seed)
+    names = [f"n{k:08d}" for k in range(1, 201)]
+    records, dets = [], {}
+    for i in range(n_images):
+        n = int(rng.integers(1, 5))
+        xy = rng.uniform(0, 300, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(8, 200, (n, 2))], axis=1)
+        labels = rng.integers(1, 201, n)
+        rec = ImageRecord(f"ILSVRC2013_val_{i:08d}", Path(f"{i}.JPEG"), 500, 500, torch.tensor(boxes, dtype=torch.float32),
+                          torch.tensor(labels), torch.zeros(n, dtype=torch.bool))
+        records.append(rec)
+        m = per_image - n
+        jit = boxes + rng.normal(0, 6, boxes.shape)
+        rxy = rng.uniform(0, 400, (m, 2))
+        rand = np.concatenate([rxy, rxy + rng.uniform(8, 100, (m, 2))], axis=1)
+        b = np.concatenate([jit, rand])
+        b[:, 2:] = np.maximum(b[:, 2:], b[:, :2] + 1)
+        dets[rec.image_id] = Detections(torch.tensor(b, dtype=torch.float32), torch.tensor(rng.random(per_image), dtype=torch.float32),
+                                        torch.tensor(np.concatenate([labels, rng.integers(1, 201, m)])))
+    return DetectionDataset(records, names, names, "ilsvrc", Path("synthetic")), dets
+
+
+def cpu_of(func, *args):
+    start = time.process_time()
+    out = func(*args)
+    return time.process_time() - start, out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,41 +154,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--annotations", type=Path, default=DEFAULT_GT, help="ground truth to replicate")
     parser.add_argument("--images", type=int, default=5000, help="images (COCO val: 5,000)")
     parser.add_argument("--dets", type=int, default=100, help="detections per image")
+    parser.add_argument("--ilsvrc-images", type=int, default=20121, help="ILSVRC DET val: 20,121 (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     raw = json.loads(args.annotations.read_text())
     gt = replicate(raw, args.images)
     dets = make_detections(gt, args.dets, args.seed)
+    ok = True
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         gt_path, dets_path = Path(tmp) / "gt.json", Path(tmp) / "dets.json"
         gt_path.write_text(json.dumps(gt))
         dets_path.write_text(json.dumps(dets))
         print(f"{args.images} images, {len(gt['annotations'])} ground-truth boxes, {len(dets)} detections "
-              f"(gt {gt_path.stat().st_size / 1e6:.0f} MB, dets {dets_path.stat().st_size / 1e6:.0f} MB)\n",
-              file=sys.stderr)
-        runs = {"pycocotools 2.0 (raw)": run_pycocotools(gt_path, dets_path),
-                "ours (`detect eval`)": run_ours(gt_path, dets_path)}
-        fast = run_faster_coco_eval(gt_path, dets_path)
-        if fast is not None:
-            runs["faster-coco-eval"] = fast
-    ref_t, ref_stats, ref_prec = runs["pycocotools 2.0 (raw)"]
-    print("| path | load | evaluate | accumulate | total (CPU s) | x pycocotools | wall s | AP | identical |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    ok = True
-    for name, (t, stats, prec) in runs.items():
-        same = np.array_equal(stats, ref_stats) and np.array_equal(prec, ref_prec)
-        if same:
-            verdict = "yes"
+              f"(gt {gt_path.stat().st_size / 1e6:.0f} MB, dets {dets_path.stat().st_size / 1e6:.0f} MB)\n")
+        py = sys.executable
+        # ours first once, untimed, so numba's compile cache is warm as for any later run
+        timed([py, "-m", "detect", "eval", "--annotations", str(gt_path), "--results", str(dets_path)])
+        rows: dict[str, tuple[float, float] | None] = {}
+        ref = Path(tmp) / "ref.npz"
+        cpu, wall, _ = timed([py, "-c", PYCOCOTOOLS.format(imports="from pycocotools.coco import COCO\n"
+                                                                  "from pycocotools.cocoeval import COCOeval"),
+                              str(gt_path), str(dets_path), str(ref)])
+        rows["pycocotools 2.0 (raw)"] = (cpu, wall)
+        if importable("faster_coco_eval"):
+            cpu, wall, _ = timed([py, "-c", PYCOCOTOOLS.format(
+                imports="from faster_coco_eval import COCO, COCOeval_faster as COCOeval"),
+                                  str(gt_path), str(dets_path), str(Path(tmp) / "fce.npz")])
+            rows["faster-coco-eval"] = (cpu, wall)
         else:
-            diff = np.abs(stats - ref_stats).max()
-            pdiff = np.abs(prec - ref_prec).max() if prec.shape == ref_prec.shape else float("nan")
-            verdict = f"no: stats differ by up to {diff:.1e}, precision by {pdiff:.1e}"
+            rows["faster-coco-eval"] = None
+        cpu, wall, out = timed([py, "-m", "detect", "eval", "--annotations", str(gt_path), "--results", str(dets_path)])
+        rows["ours (`detect eval --results`)"] = (cpu, wall)
+        imp_cpu, imp_wall, imp_out = timed([py, "-c", "import sys, detect.commands.evaluate; "
+                                                     "print('torch' in sys.modules)"])
+        reference = np.load(ref)
+        from detect.evaluation.coco import evaluate_coco, read_coco_ground_truth
 
-        if name.startswith("ours") and not same:
-            ok = False
-        print(f"| {name} | {t['load']:.2f} | {t['evaluate']:.2f} | {t['accumulate']:.2f} | {t['total']:.2f} | "
-              f"{t['total'] / ref_t['total']:.2f} | {t['wall']:.1f} | {stats[0]:.4f} | {verdict} |")
+        cgt = read_coco_ground_truth(gt_path)
+        evaluate_coco(cgt, dets[:100])  # load numba's compiled code outside the timing
+        coco_cpu, mine = cpu_of(evaluate_coco, cgt, dets)  # the evaluator alone, for the per-image figure
+        same_stats = [getattr(mine, n) for n in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
+                                                 "ARs", "ARm", "ARl")] == reference["stats"].tolist()
+        worst = max(float(np.abs(getattr(mine, n) - reference[n]).max()) for n in ("precision", "recall", "scores"))
+        printed = re.search(r"^AP\s+([-0-9.]+)", out, re.M)
+        same_print = printed is not None and abs(float(printed.group(1)) - reference["stats"][0]) < 5e-5
+        ok = same_stats and worst <= 1e-12 and same_print
+    ref_cpu = rows["pycocotools 2.0 (raw)"][0]
+    print("| path | CPU s (whole process) | x pycocotools | wall s |")
+    print("|---|---:|---:|---:|")
+    for name, value in rows.items():
+        if value is None:
+            print(f"| {name} | not installed | | |")
+        else:
+            print(f"| {name} | {value[0]:.2f} | {value[0] / ref_cpu:.3f} | {value[1]:.1f} |")
+    print(f"\nours vs pycocotools: 12 stats identical: {same_stats}; largest difference in precision/recall/scores: "
+          f"{worst:.1e}; printed AP agrees: {same_print}")
+    print(f"`python -c 'import detect.commands.evaluate'`: {imp_cpu:.2f} CPU s, torch loaded: {imp_out.strip()}")
+    print(f"our COCO evaluator alone (evaluate_coco on parsed input): {coco_cpu:.2f} CPU s, "
+          f"{1e3 * coco_cpu / args.images:.3f} ms/image")
+    if args.ilsvrc_images:
+        from detect.evaluation.ilsvrc import evaluate_ilsvrc
+
+        dataset, by_image = ilsvrc_set(args.ilsvrc_images, args.dets, args.seed)
+        evaluate_ilsvrc(dataset, dict(list(by_image.items())[:10]))  # compile cache load
+        il_cpu, metrics = cpu_of(evaluate_ilsvrc, dataset, by_image)
+        print(f"ILSVRC evaluator (evaluate_ilsvrc), {args.ilsvrc_images} images x {args.dets} detections, 200 classes: "
+              f"{il_cpu:.2f} CPU s, {1e3 * il_cpu / args.ilsvrc_images:.3f} ms/image (mAP {metrics.mAP:.4f}); "
+              f"x COCO per image: {(il_cpu / args.ilsvrc_images) / (coco_cpu / args.images):.2f}")
     if not ok:
         print("ours differs from pycocotools", file=sys.stderr)
     return 0 if ok else 1
