@@ -29,6 +29,12 @@ def escape(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
+def has_control(text: str) -> bool:
+    """True when ``text`` holds a control character (C0/C1: newline, tab, ESC, DEL, ...): names from files
+    with these are refused where they are read (a class name or ``file_name`` never needs one)."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
 def short_repr(value: object, limit: int = SHORT_REPR_CHARS) -> str:
     """``repr(value)`` cut to ``limit`` characters (with ``...``), for values from a user's file."""
     try:

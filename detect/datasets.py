@@ -21,9 +21,9 @@ Hostile files (issue 13) are refused before anything is allocated from their val
 :func:`backbone.safeio.load_json` (size, nesting and integer-digit limits), XML files above
 :data:`MAX_XML_BYTES`, FIFOs and devices (never opened, so nothing blocks). Types are strict: ids are
 integers or strings, never booleans, floats, lists or objects, and category ids are all integers or all
-strings; ``iscrowd`` is 0 or 1; widths and heights are positive integers up to :data:`MAX_SIDE`. A
-``file_name`` must be a relative path that stays inside the image folder (no ``..``, not absolute) unless
-``allow_absolute_paths=True``.
+strings, as are image ids; ``iscrowd`` is 0 or 1; widths and heights are positive integers up to
+:data:`MAX_SIDE`; names hold no control characters. A ``file_name`` must be a relative path that stays
+inside the image folder (no ``..``, not absolute) unless ``allow_absolute_paths=True``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from backbone.errors import InputError, short_repr
+from backbone.errors import InputError, has_control, short_repr
 from backbone.safeio import load_json, read_bytes
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,9 @@ def _check_file_name(path: Path, img: dict, allow_absolute: bool) -> str:
     """The image's ``file_name``: a string naming a file inside the image folder (see the module docstring)."""
     name = img["file_name"]
     ident = short_repr(img["id"])
-    if not isinstance(name, str) or not name.strip() or "\x00" in name:
-        raise InputError(path, f"image id {ident} has file_name {short_repr(name)}, expected a file name")
+    if not isinstance(name, str) or not name.strip() or has_control(name):
+        raise InputError(path, f"image id {ident} has file_name {short_repr(name)}, expected a file name "
+                               "(a non-empty string without control characters)")
     pure = PurePosixPath(name.replace("\\", "/"))
     if (pure.is_absolute() or Path(name).is_absolute()) and not allow_absolute:
         raise InputError(path, f"image id {ident} has an absolute file_name {short_repr(name)}; file names must be "
@@ -238,9 +239,9 @@ def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None =
         _check_id(path, cat["id"], "category id")
         if cat["id"] in categories:
             raise InputError(path, f"duplicate category id {short_repr(cat['id'])}")
-        if not isinstance(cat["name"], str):
+        if not isinstance(cat["name"], str) or has_control(cat["name"]):
             raise InputError(path, f"category id {short_repr(cat['id'])} has name {short_repr(cat['name'])}, "
-                                   "expected a string")
+                                   "expected a string without control characters")
         categories[cat["id"]] = cat["name"]
     if len({type(c) for c in categories}) > 1:
         raise InputError(path, "category ids mix integers and strings; use one kind in a file")
@@ -256,6 +257,8 @@ def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None =
         _check_side(path, img)
         _check_file_name(path, img, allow_absolute_paths)
         infos[img["id"]] = img
+    if len({type(i) for i in infos}) > 1:
+        raise InputError(path, "image ids mix integers and strings; use one kind in a file")
 
     per_image: dict[Any, tuple[list, list, list]] = {i: ([], [], []) for i in infos}
     seen_ann: set = set()

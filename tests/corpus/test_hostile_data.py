@@ -62,6 +62,8 @@ COCO_REFUSED = {  # name -> (edit, words the one line must hold)
     "bool_as_width": (_set("images", 0, "width", True), "size"),
     "float_as_height": (_set("images", 0, "height", 48.0), "size"),
     "huge_width": (_set("images", 0, "width", 10**15), "size"),
+    "mixed_image_id_types": (lambda d: d["images"].append({"id": "b", "file_name": "b.png", "width": 9,
+                                                           "height": 9}), "mix"),
     "mixed_category_id_types": (lambda d: d["categories"].__setitem__(1, {"id": "two", "name": "other"}), "mix"),
     "iscrowd_string": (_set("annotations", 0, "iscrowd", "0"), "iscrowd"),
     "iscrowd_bool": (_set("annotations", 0, "iscrowd", True), "iscrowd"),
@@ -72,6 +74,8 @@ COCO_REFUSED = {  # name -> (edit, words the one line must hold)
     "file_name_absolute": (_set("images", 0, "file_name", "/etc/passwd"), "absolute"),
     "file_name_300_bytes": (_set("images", 0, "file_name", "é" * 150 + ".png"), "255 bytes"),
     "category_name_list": (_set("categories", 0, "name", ["thing"]), "name"),
+    "category_name_ansi": (_set("categories", 0, "name", "thing\x1b[31m\nerror: forged"), "control characters"),
+    "file_name_newline": (_set("images", 0, "file_name", "a.png\nerror: forged"), "control characters"),
     "huge_list_as_id": (_set("images", 0, "id", list(range(100_000))), "integer or a string"),
 }
 
