@@ -46,6 +46,8 @@ def test_quoted_globs(checkpoint, photos, capsys, monkeypatch):
     assert _names(capsys.readouterr().out) == ["a/000000000001.jpg", "a/000000000002.jpg"]
     assert main(["run", "a/**/*.png", "--weights", str(checkpoint), *FAST, "--quiet"]) == 0
     assert _names(capsys.readouterr().out) == ["a/sub/000000000009.png"]
+    assert main(["run", "a/*", "--weights", str(checkpoint), *FAST, "--quiet"]) == 0  # images only
+    assert _names(capsys.readouterr().out) == ["a/000000000001.jpg", "a/000000000002.jpg"]
     assert main(["run", "a/*.gif", "--weights", str(checkpoint), *FAST]) == 2
     assert "a/*.gif: no image file matches this pattern" in capsys.readouterr().err
 
