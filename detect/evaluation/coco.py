@@ -125,8 +125,9 @@ class CocoGroundTruth:
 
     Attributes:
         source: the annotation file or folder.
-        image_ids: evaluated image ids in increasing order (pycocotools' ``np.unique(imgIds)``); a box's
-            ``image`` index is the position of its image here.
+        image_ids: evaluated image ids in increasing order (pycocotools' ``np.unique(imgIds)``; ids that
+            mix numbers and strings, which pycocotools cannot sort, and records of a non-COCO data set keep
+            their order); a box's ``image`` index is the position of its image here.
         category_ids: category ids in increasing order (``category`` index); class_names: their names.
         boxes: :class:`~detect.evaluation.cocoeval.GroundTruthBoxes`.
         file_names: image id -> ``file_name`` (results written by ``detect run`` may name images by file).
@@ -208,10 +209,11 @@ def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
         files[img["id"]] = img["file_name"]
     category_ids = sorted(names)
     cat_index = {c: k for k, c in enumerate(category_ids)}
+    chosen = list(files) if image_ids is None else list(dict.fromkeys(image_ids))
     try:
-        evaluated = sorted(files if image_ids is None else set(image_ids))
-    except TypeError:
-        raise InputError(path, "image ids mix numbers and strings") from None
+        evaluated = sorted(chosen)
+    except TypeError:  # ids mixing numbers and strings (pycocotools cannot sort them): the file's order
+        evaluated = chosen
     img_index = {i: n for n, i in enumerate(evaluated)}
     for ann in anns:  # the checks first, in one pass (a bad file fails before any array is built)
         _check_fields(path, "annotation", ann, ("id", "image_id", "category_id", "bbox"))
