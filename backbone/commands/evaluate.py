@@ -21,21 +21,20 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-
-from backbone.device import resolve_device
+from backbone.config import CROP_SCHEMES
 from backbone.errors import InputError
-from backbone.files import write_json
-from backbone.folder import ImageFolder, find_classes
-from backbone.multicrop import SCHEMES, MultiCropResult, evaluate_multicrop
-from backbone.weights import imagenet_classes, imagenet_wnids, load_classifier
+
+if TYPE_CHECKING:  # torch-importing modules load when the command runs, not for --help
+    from backbone.multicrop import MultiCropResult
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="ImageFolder tree DIR/<class>/<image>")
-    parser.add_argument("--crops", type=int, choices=SCHEMES, default=1, help="crops per image (default 1)")
+    parser.add_argument("--crops", type=int, choices=CROP_SCHEMES, default=1, help="crops per image (default 1)")
     parser.add_argument("--weights", nargs="+", default=["imagenet"], metavar="CKPT",
                         help="one or more checkpoints (an ensemble), or 'imagenet' (default)")
     parser.add_argument("--batch-size", type=int, default=256, help="crops per forward pass (default 256)")
@@ -46,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _label_space(names: list[str], weights: str, data: Path) -> list[str]:
     """The model's class names, or ImageNet wnids when the data is in wnid folders and the model is ImageNet's."""
+    from backbone.folder import find_classes
+    from backbone.weights import imagenet_classes, imagenet_wnids
+
     if names == imagenet_classes():
         folders = find_classes(data)
         wnids = set(imagenet_wnids())
@@ -64,6 +66,12 @@ def format_table(result: MultiCropResult, weights: list[str]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from backbone.device import resolve_device
+    from backbone.files import write_json
+    from backbone.folder import ImageFolder
+    from backbone.multicrop import evaluate_multicrop
+    from backbone.weights import load_classifier
+
     device = resolve_device(args.device)
     if args.batch_size < 1:
         raise InputError(None, f"--batch-size must be at least 1, got {args.batch_size}")

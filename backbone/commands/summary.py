@@ -17,8 +17,7 @@ import argparse
 import sys
 
 from backbone.errors import InputError
-from backbone.googlenet import VARIANTS, googlenet
-from backbone.summary import format_summary, summarize
+from backbone.config import VARIANTS
 
 #: Smallest input that survives the five stride-2 stages and the 7x7 conv (1 x 1 at the end).
 MIN_INPUT_SIZE = 32
@@ -37,6 +36,9 @@ def main(args: argparse.Namespace) -> int:
                                f"{MIN_INPUT_SIZE} pixels")
     if args.input_size > 4096:
         raise InputError(None, f"--input-size {args.input_size} is above 4096; choose a smaller size")
+    from backbone.googlenet import googlenet
+    from backbone.summary import format_summary, summarize
+
     model = googlenet(variant=args.variant)
     sys.stdout.write(format_summary(summarize(model, args.input_size)) + "\n")
     return 0

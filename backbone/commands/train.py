@@ -31,20 +31,17 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor, nn
-
-from backbone.augment import AugmentConfig, TrainTransform
-from backbone.checkpoint import is_checkpoint, read_torch_file, save_checkpoint
-from backbone import engine
-from backbone.engine import MethodAsForward, TrainConfig, TrainResult, seed_everything
+from backbone.config import VARIANTS, GoogLeNetConfig, TrainConfig
 from backbone.errors import InputError
-from backbone.folder import ImageFolder
-from backbone.googlenet import VARIANTS, GoogLeNet, GoogLeNetConfig, googlenet, googlenet_loss
-from backbone.multicrop import evaluate_multicrop
-from backbone.preprocess import Preprocessing
+
+if TYPE_CHECKING:  # torch and the modules that import it load when the command runs, not for --help
+    import torch
+    from torch import Tensor, nn
+
+    from backbone.googlenet import GoogLeNet
+    from backbone.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +86,13 @@ class _ClassifierLoss:
     """``loss_fn`` for the engine: the paper's loss with auxiliary heads (x0.3) and top-1 accuracy."""
 
     def __init__(self, channels_last: bool) -> None:
+        import torch
+
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, Tensor], device: torch.device):
+        from backbone.googlenet import googlenet_loss
+
         images, labels = batch
         images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
         labels = labels.to(device, non_blocking=True)
@@ -113,6 +114,9 @@ class CentreCropValidation:
         self.batch_size, self.workers, self.amp = batch_size, workers, amp
 
     def __call__(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        from backbone.engine import MethodAsForward
+        from backbone.multicrop import evaluate_multicrop
+
         net = copy.deepcopy(model.module if isinstance(model, MethodAsForward) else model)
         device = next(net.parameters()).device
         result = evaluate_multicrop([net], [self.preprocessing], self.samples, crops=1, batch_size=self.batch_size,
@@ -121,6 +125,9 @@ class CentreCropValidation:
 
 
 def _initial_model(args: argparse.Namespace, num_classes: int) -> GoogLeNet:
+    from backbone.checkpoint import is_checkpoint, read_torch_file
+    from backbone.googlenet import googlenet
+
     if args.weights is None:
         return googlenet(variant=args.variant or "paper", num_classes=num_classes)
     if args.weights != "imagenet":
@@ -135,6 +142,9 @@ def _initial_model(args: argparse.Namespace, num_classes: int) -> GoogLeNet:
 
 def _resumed_model(out: Path, classes: list[str]) -> GoogLeNet:
     """The model a run in ``out`` trains (weights come from last.pt in the engine)."""
+    from backbone.checkpoint import read_torch_file
+    from backbone.googlenet import GoogLeNet
+
     last = out / "last.pt"
     state = read_torch_file(last)
     meta = state.get("meta", {}) if isinstance(state, dict) else {}
@@ -150,6 +160,13 @@ def _resumed_model(out: Path, classes: list[str]) -> GoogLeNet:
 
 
 def main(args: argparse.Namespace) -> int:
+    from backbone import engine
+    from backbone.augment import AugmentConfig, TrainTransform
+    from backbone.checkpoint import save_checkpoint
+    from backbone.engine import MethodAsForward, TrainResult, seed_everything
+    from backbone.folder import ImageFolder
+    from backbone.preprocess import Preprocessing
+
     out = Path(args.out)
     if args.image_size < 32:
         raise InputError(None, f"--image-size {args.image_size}: GoogLeNet needs at least 32 pixels")

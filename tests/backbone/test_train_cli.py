@@ -63,7 +63,7 @@ def test_train_stops_at_a_corrupt_image_naming_it(tmp_path, capsys):
     code, _, err = _run(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--image-size", "32",
                          "--batch-size", "5", "--epochs", "1", "--workers", "0"], capsys)
     assert code == 2
-    assert _one_error_line(err).endswith("dog/broken.jpg: not a readable image (corrupt, truncated or unsupported format)")
+    assert "dog/broken.jpg: not a readable image (corrupt or truncated" in _one_error_line(err)
     assert not (tmp_path / "o" / "model.pt").exists()
 
 

@@ -48,7 +48,7 @@ def _eval_top1(tmp_path: Path, weights: Path, val: Path) -> float:
 
 
 def test_val_metrics_per_epoch_equal_backbone_eval_and_best_pt_is_the_best(tmp_path, capsys, monkeypatch):
-    import backbone.commands.train as train_command
+    import backbone.multicrop
 
     calls = []  # what validation asked backbone eval's code for: the scheme and the preprocessing
 
@@ -56,7 +56,7 @@ def test_val_metrics_per_epoch_equal_backbone_eval_and_best_pt_is_the_best(tmp_p
         calls.append((kwargs["crops"], [p.to_dict() for p in preprocessings], len(samples)))
         return evaluate_multicrop(models, preprocessings, samples, **kwargs)
 
-    monkeypatch.setattr(train_command, "evaluate_multicrop", recording)
+    monkeypatch.setattr(backbone.multicrop, "evaluate_multicrop", recording)  # the command imports it at run time
     val = _folder(tmp_path / "val", classes=("dog",), per_class=6, seed=1)  # top-1 = share called "dog"
     assert _train(tmp_path, "run", "--epochs", "3", "--val", str(val)) == 0
     out = tmp_path / "run"
