@@ -8,7 +8,8 @@
                               each image is done: {"i": index in the input list, "input": path or URL,
                               "width", "height", "proposals", "boxes" [[x1, y1, x2, y2], ...] (pixels,
                               float32 values as exact decimals), "scores", "labels" (1..K),
-                              "seconds" [proposals, classify, nms]}; or {"i", "input", "error": message}
+                              "seconds" [proposals, classify, nms]}; or {"i", "input", "error": message};
+                              `detect proposals` stores {"i", "input", "value": its output entry}
 
 Under torchrun every rank appends to its own file (its shard of the inputs); rank 0 writes the final
 outputs by reading every rank's file (the folder must be on a file system all ranks share). A line cut
