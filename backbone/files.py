@@ -116,21 +116,11 @@ def check_output_folder(folder: str | os.PathLike, *, what: str = "output folder
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a user's JSON file; every failure is one :class:`InputError` line naming the file.
 
-    NaN/Infinity literals parse (Python's json accepts them): callers that need finite numbers check."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(p, "no such file")
-    if p.is_dir():
-        raise InputError(p, "is a folder, expected a JSON file")
-    try:
-        with open(p, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise InputError(p, f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    except UnicodeDecodeError:
-        raise InputError(p, "not valid JSON (not UTF-8 text)") from None
-    except OSError as err:
-        raise InputError(p, f"cannot read ({err.strerror or err})") from None
+    Bounded as :func:`backbone.safeio.load_json` (regular files only, size, nesting and integer-digit
+    limits). NaN/Infinity literals parse (Python's json accepts them): callers that need finite numbers check."""
+    from backbone.safeio import load_json
+
+    return load_json(path)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, **kwargs: Any) -> None:

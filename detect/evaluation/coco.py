@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from operator import itemgetter, methodcaller
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from backbone.errors import InputError, short_repr
-from backbone.files import read_json
+from backbone.errors import InputError, has_control, short_repr
+from backbone.safeio import load_json
 from detect.evaluation.cocoeval import (IOU_THRESHOLDS, RECALL_THRESHOLDS, CocoEvalArrays, DetectionBoxes,
                                         GroundTruthBoxes, evaluate_boxes)
 
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from detect.structures import Detections
 
 log = logging.getLogger(__name__)
+
+#: Largest image width or height accepted (as :data:`detect.datasets.MAX_SIDE`).
+MAX_SIDE = 2**31 - 1
 
 #: ``COCOeval.stats`` order.
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -125,9 +129,10 @@ class CocoGroundTruth:
 
     Attributes:
         source: the annotation file or folder.
-        image_ids: evaluated image ids in increasing order (pycocotools' ``np.unique(imgIds)``; ids that
-            mix numbers and strings, which pycocotools cannot sort, and records of a non-COCO data set keep
-            their order); a box's ``image`` index is the position of its image here.
+        image_ids: evaluated image ids in increasing order (pycocotools' ``np.unique(imgIds)``; records of a
+            non-COCO data set keep their order; a file whose ids mix integers and strings is refused, as
+            :func:`detect.datasets.read_coco` refuses it); a box's ``image`` index is the position of its
+            image here.
         category_ids: category ids in increasing order (``category`` index); class_names: their names.
         boxes: :class:`~detect.evaluation.cocoeval.GroundTruthBoxes`.
         file_names: image id -> ``file_name`` (results written by ``detect run`` may name images by file).
@@ -174,6 +179,22 @@ def _check_fields(path: Path, kind: str, item: Any, fields: Sequence[str]) -> No
             raise InputError(path, f"{kind}{ident} has no '{name}' field")
 
 
+def _is_id(value: Any) -> bool:
+    """An id is an int (not a bool) or a string, as :func:`detect.datasets.read_coco` requires."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
+
+
+def _check_id(path: Path, value: Any, what: str) -> None:
+    if not _is_id(value):
+        raise InputError(path, f"{what} {short_repr(value)} is a {type(value).__name__}, expected an integer or "
+                               "a string")
+
+
+def _one_kind(path: Path, ids: Any, what: str) -> None:
+    if len({type(i) for i in ids}) > 1:
+        raise InputError(path, f"{what} ids mix integers and strings; use one kind in a file")
+
+
 def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
                                 image_ids: Sequence[Any] | None = None) -> CocoGroundTruth:
     """Ground truth from a parsed COCO instances file (checked as :func:`detect.datasets.read_coco` checks).
@@ -194,39 +215,48 @@ def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
     names: dict[Any, str] = {}
     for cat in cats:
         _check_fields(path, "category", cat, ("id", "name"))
+        _check_id(path, cat["id"], "category id")
         if cat["id"] in names:
             raise InputError(path, f"duplicate category id {short_repr(cat['id'])}")
-        names[cat["id"]] = str(cat["name"])
+        if not isinstance(cat["name"], str) or has_control(cat["name"]):
+            raise InputError(path, f"category id {short_repr(cat['id'])} has name {short_repr(cat['name'])}, "
+                                   "expected a string without control characters")
+        names[cat["id"]] = cat["name"]
+    _one_kind(path, names, "category")
     files: dict[Any, str] = {}
     for img in images:
         _check_fields(path, "image", img, ("id", "file_name", "width", "height"))
+        _check_id(path, img["id"], "image id")
+        if not isinstance(img["file_name"], str) or has_control(img["file_name"]):
+            raise InputError(path, f"image id {short_repr(img['id'])} has file_name {short_repr(img['file_name'])}, "
+                                   "expected a string without control characters")
         if img["id"] in files:
             raise InputError(path, f"duplicate image id {short_repr(img['id'])}")
         w, h = img["width"], img["height"]
-        if not (type(w) is int and type(h) is int and w > 0 and h > 0):
-            raise InputError(path, f"image id {short_repr(img['id'])} has size {w!r}x{h!r}, expected positive "
-                                   "integers")
+        if not (type(w) is int and type(h) is int and 0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+            raise InputError(path, f"image id {short_repr(img['id'])} has size {short_repr(w)}x{short_repr(h)}, "
+                                   f"expected positive integers up to {MAX_SIDE}")
         files[img["id"]] = img["file_name"]
+    _one_kind(path, files, "image")
     category_ids = sorted(names)
     cat_index = {c: k for k, c in enumerate(category_ids)}
     chosen = list(files) if image_ids is None else list(dict.fromkeys(image_ids))
-    try:
-        evaluated = sorted(chosen)
-    except TypeError:  # ids mixing numbers and strings (pycocotools cannot sort them): the file's order
-        evaluated = chosen
+    _one_kind(path, chosen, "image")
+    evaluated = sorted(chosen)
     img_index = {i: n for n, i in enumerate(evaluated)}
     for ann in anns:  # the checks first, in one pass (a bad file fails before any array is built)
         _check_fields(path, "annotation", ann, ("id", "image_id", "category_id", "bbox"))
+        _check_id(path, ann["id"], "annotation id")
     ids = [ann["id"] for ann in anns]
     if len(set(ids)) != len(ids):
         seen: set = set()
         raise InputError(path, f"duplicate annotation id {short_repr(next(i for i in ids if i in seen or seen.add(i)))}")
     rows = []
     for ann in anns:
-        if ann["image_id"] not in files:
+        if not _is_id(ann["image_id"]) or ann["image_id"] not in files:
             raise InputError(path, f"annotation id {short_repr(ann['id'])} refers to unknown image id "
                                    f"{short_repr(ann['image_id'])}")
-        if ann["category_id"] not in cat_index:
+        if not _is_id(ann["category_id"]) or ann["category_id"] not in cat_index:
             raise InputError(path, f"annotation id {short_repr(ann['id'])} refers to unknown category id "
                                    f"{short_repr(ann['category_id'])}")
         bbox = ann["bbox"]
@@ -236,7 +266,14 @@ def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
         n = img_index.get(ann["image_id"])
         if n is not None:
             area = ann["area"] if "area" in ann else bbox[2] * bbox[3]
-            rows.append((n, cat_index[ann["category_id"]], *bbox, area, bool(ann.get("iscrowd", 0)),
+            crowd = ann.get("iscrowd", 0)
+            if type(crowd) is not int or crowd not in (0, 1):
+                raise InputError(path, f"annotation id {short_repr(ann['id'])} has iscrowd {short_repr(crowd)}, "
+                                       "expected 0 or 1")
+            if not _number(area):
+                raise InputError(path, f"annotation id {short_repr(ann['id'])} has area {short_repr(area)}, "
+                                       "expected a number")
+            rows.append((n, cat_index[ann["category_id"]], *bbox, area, crowd == 1,
                          ann["id"] == 0))
     table = np.array(rows, dtype=np.float64).reshape(-1, 9)
     boxes = GroundTruthBoxes(image=table[:, 0].astype(np.int64), category=table[:, 1].astype(np.int64),
@@ -249,15 +286,15 @@ def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
 def read_coco_ground_truth(path: str | os.PathLike) -> CocoGroundTruth:
     """Read a COCO instances JSON file as :class:`CocoGroundTruth` (one parse, numpy only)."""
     p = Path(path)
-    return coco_ground_truth_from_json(read_json(p), p.resolve())
+    return coco_ground_truth_from_json(load_json(p), p.resolve())
 
 
 def coco_ground_truth(dataset: DetectionDataset) -> CocoGroundTruth:
     """The ground truth pycocotools would evaluate for ``dataset`` (see the module docstring)."""
     source = Path(dataset.source)
     ids = [r.image_id for r in dataset.records]
-    if dataset.kind == "coco" and source.is_file() and len({type(i) for i in ids}) <= 1:
-        return coco_ground_truth_from_json(read_json(source), source, image_ids=ids)
+    if dataset.kind == "coco" and source.is_file():
+        return coco_ground_truth_from_json(load_json(source), source, image_ids=ids)
     rows = []
     for pos, rec in enumerate(dataset.records):
         b = rec.boxes.numpy().astype(np.float64).reshape(-1, 4)
@@ -280,6 +317,12 @@ def _fast_detection_boxes(results: list, gt: CocoGroundTruth) -> DetectionBoxes 
         return DetectionBoxes(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
     try:
         if set(map(type, results)) != {dict}:
+            return None
+        # strict id types (a bool hashes as 0/1 and would find an image): exactly int or exactly str
+        id_types = set(map(type, map(itemgetter("image_id"), results))) | set(
+            map(type, map(itemgetter("category_id"), results)))
+        if not id_types <= {int, str} or not set(map(type, map(methodcaller("get", "file_name", ""), results))) \
+                <= {str}:
             return None
         img_of = {i: n for n, i in enumerate(gt.image_ids)}
         cat_of = {c: k for k, c in enumerate(gt.category_ids)}
@@ -321,6 +364,24 @@ def coco_detection_boxes(results: list, gt: CocoGroundTruth,
         boxes = _fast_detection_boxes(results, gt)
         assert boxes is not None, "check_coco_results passed a list the fast path refused"
     return boxes
+
+
+def select_categories(gt: CocoGroundTruth, boxes: DetectionBoxes,
+                      keep: Sequence[int]) -> tuple[CocoGroundTruth, DetectionBoxes]:
+    """Only the categories at indices ``keep`` (0-based, of ``gt.category_ids``): the others' ground truth
+    and detections left out and the kept ones renumbered ``0..len(keep)-1`` in id order. Evaluated, this
+    gives pycocotools' numbers with ``params.catIds`` set to those ids (categories are matched apart)."""
+    keep = sorted(set(int(k) for k in keep))
+    new = np.full(gt.num_classes, -1, np.int64)
+    new[keep] = np.arange(len(keep))
+    g = gt.boxes
+    mg = new[g.category] >= 0
+    kept_gt = GroundTruthBoxes(image=g.image[mg], category=new[g.category[mg]], boxes=g.boxes[mg], area=g.area[mg],
+                               crowd=g.crowd[mg], zero_id=g.zero_id[mg])
+    md = new[boxes.category] >= 0
+    kept_dets = DetectionBoxes(boxes.image[md], new[boxes.category[md]], boxes.boxes[md], boxes.scores[md])
+    return (replace(gt, category_ids=[gt.category_ids[k] for k in keep], class_names=[gt.class_names[k] for k in keep],
+                    boxes=kept_gt), kept_dets)
 
 
 def metrics_from_arrays(arrays: CocoEvalArrays, class_names: Sequence[str]) -> CocoMetrics:
@@ -368,4 +429,5 @@ def evaluate_coco(gt: DetectionDataset | CocoGroundTruth | str | os.PathLike,
 
 
 __all__ = ["CocoGroundTruth", "CocoMetrics", "STAT_NAMES", "coco_detection_boxes", "coco_ground_truth",
-           "coco_ground_truth_from_json", "evaluate_coco", "metrics_from_arrays", "read_coco_ground_truth"]
+           "coco_ground_truth_from_json", "evaluate_coco", "metrics_from_arrays", "read_coco_ground_truth",
+           "select_categories"]

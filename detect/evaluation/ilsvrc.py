@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 #: The devkit's default IoU threshold and its pixel tolerance for small objects.
 DEFAULT_IOU = 0.5
 PIXEL_TOLERANCE = 10.0
+#: Largest blacklist file read (the devkit's has ~1,000 lines, 20 KB).
+MAX_BLACKLIST_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,18 @@ class IlsvrcMetrics:
         """Curves for :mod:`detect.evaluation.plots`: one ``("IoU devkit", recall, precision)`` per class."""
         return {name: [("devkit rule", rec, prec)] for name, (rec, prec) in self.curves.items()
                 if self.num_ground_truth.get(name, 0) > 0}
+
+
+def select_classes(metrics: IlsvrcMetrics, names: Collection[str]) -> IlsvrcMetrics:
+    """``metrics`` of the classes ``names`` only (``detect eval --classes``): mAP over those that have ground
+    truth (the devkit's per-class APs do not depend on other classes)."""
+    keep = [n for n in metrics.per_class_AP if n in set(names)]
+    per_class = {n: metrics.per_class_AP[n] for n in keep}
+    defined = [ap for ap in per_class.values() if ap >= 0]
+    return IlsvrcMetrics(mAP=float(np.mean(defined)) if defined else -1.0, per_class_AP=per_class,
+                         num_ground_truth={n: metrics.num_ground_truth[n] for n in keep},
+                         num_detections={n: metrics.num_detections[n] for n in keep},
+                         curves={n: c for n, c in metrics.curves.items() if n in per_class})
 
 
 def devkit_iou(dets: np.ndarray, gts: np.ndarray) -> np.ndarray:
@@ -169,11 +183,13 @@ def read_blacklist(path: str | os.PathLike, dataset: DetectionDataset) -> set[tu
     Raises:
         InputError: unreadable file, a malformed line, or a wnid that is not one of the data set's classes.
     """
+    from backbone.safeio import read_bytes
+
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise InputError(p, f"cannot read blacklist ({err.strerror or err})") from None
+        lines = read_bytes(p, max_bytes=MAX_BLACKLIST_BYTES, what="blacklist").decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(p, "cannot read blacklist (not UTF-8 text)") from None
     by_index = {dataset.image_index.get(r.image_id, pos + 1): r.image_id for pos, r in enumerate(dataset.records)}
     label_of = {c: k + 1 for k, c in enumerate(dataset.category_ids)}
     pairs = set()

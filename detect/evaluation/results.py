@@ -22,8 +22,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from backbone.errors import InputError
-from backbone.files import read_json
+from backbone.errors import InputError, short_repr
+from backbone.safeio import load_json, read_bytes
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: checking a COCO results file needs none
     from detect.datasets import DetectionDataset
@@ -33,6 +33,14 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: checking a COCO r
 DetectionsByImage = Mapping[Any, "Detections"]
 
 _RESULT_FIELDS = ("image_id", "category_id", "bbox", "score")
+
+#: Largest ILSVRC submission text read (the devkit's val set at 100 detections per image is ~100 MB).
+MAX_SUBMISSION_BYTES = 1 << 30
+
+
+def _is_id(value: Any) -> bool:
+    """An id is an int (not a bool) or a string."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
 
 
 def _check_image_ids(dets_by_image: DetectionsByImage, dataset: DetectionDataset) -> None:
@@ -93,10 +101,14 @@ def check_coco_results(results: Any, dataset: DetectionDataset | CocoGroundTruth
     An entry whose ``image_id`` the data set does not have but whose ``file_name`` (as ``detect run``
     writes it) names one of its images by stem is given that image's id (replaced in the list).
 
+    Types are strict: ids are integers or strings (``true`` is not image 1), scores and box values are
+    numbers (not booleans), a ``file_name`` is a string.
+
     Raises:
         InputError: (naming ``path``) not a list, an entry without one of image_id/category_id/bbox/score,
-            a bbox that is not 4 finite numbers with non-negative width and height, a NaN or infinite
-            score, an image id or category id the data set does not have.
+            an id that is not an integer or a string, a ``file_name`` that is not a string, a bbox that is
+            not 4 finite numbers with non-negative width and height, a NaN, infinite or boolean score, an
+            image id or category id the data set does not have.
     """
     if not isinstance(results, list):
         raise InputError(path, f"expected a JSON list of detections, got {type(results).__name__}")
@@ -110,30 +122,37 @@ def check_coco_results(results: Any, dataset: DetectionDataset | CocoGroundTruth
         for name in _RESULT_FIELDS:
             if name not in det:
                 raise InputError(path, f"entry {i} has no '{name}' field")
+        for name in ("image_id", "category_id"):
+            if not _is_id(det[name]):
+                raise InputError(path, f"entry {i} has {name} {short_repr(det[name])}, a {type(det[name]).__name__}; "
+                                       "expected an integer or a string")
+        if "file_name" in det and not isinstance(det["file_name"], str):
+            raise InputError(path, f"entry {i} has file_name {short_repr(det['file_name'])}, expected a string")
         if det["image_id"] not in images and isinstance(det.get("file_name"), str):
             if by_stem is None:
                 by_stem = {Path(f).stem: i for i, f in files.items()}
             if Path(det["file_name"]).stem in by_stem:  # `detect run` numbers non-COCO images 1..N
                 det = results[i] = {**det, "image_id": by_stem[Path(det["file_name"]).stem]}
         if det["image_id"] not in images:
-            raise InputError(path, f"entry {i} has image_id {det['image_id']!r}, which the ground truth does not have")
-        if det["category_id"] not in cats:
-            raise InputError(path, f"entry {i} has category_id {det['category_id']!r}, which the ground truth "
+            raise InputError(path, f"entry {i} has image_id {short_repr(det['image_id'])}, which the ground truth "
                                    "does not have")
+        if det["category_id"] not in cats:
+            raise InputError(path, f"entry {i} has category_id {short_repr(det['category_id'])}, which the ground "
+                                   "truth does not have")
         if not _finite(det["score"]):
-            raise InputError(path, f"entry {i} has score {det['score']!r}, expected a finite number")
+            raise InputError(path, f"entry {i} has score {short_repr(det['score'])}, expected a finite number")
         bbox = det["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)):
-            raise InputError(path, f"entry {i} has bbox {bbox!r}, expected [x, y, w, h] finite numbers")
+            raise InputError(path, f"entry {i} has bbox {short_repr(bbox)}, expected [x, y, w, h] finite numbers")
         if bbox[2] < 0 or bbox[3] < 0:
-            raise InputError(path, f"entry {i} has bbox {bbox!r} with negative width or height")
+            raise InputError(path, f"entry {i} has bbox {short_repr(bbox)} with negative width or height")
     return results
 
 
 def load_coco_results(path: str | os.PathLike, dataset: DetectionDataset) -> list[dict]:
     """Read and check a COCO results JSON file (see :func:`check_coco_results`)."""
     p = Path(path)
-    data = read_json(p)  # NaN/Infinity parse here and are refused by the check
+    data = load_json(p)  # bounded (backbone.safeio); NaN/Infinity parse here and are refused by the check
     return check_coco_results(data, dataset, p)
 
 
@@ -210,9 +229,9 @@ def load_ilsvrc_submission(path: str | os.PathLike, dataset: DetectionDataset) -
 
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(p, f"cannot read ILSVRC submission ({getattr(err, 'strerror', None) or err})") from None
+        lines = read_bytes(p, max_bytes=MAX_SUBMISSION_BYTES, what="ILSVRC submission").decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(p, "cannot read ILSVRC submission (not UTF-8 text)") from None
     by_index = {dataset.image_index.get(r.image_id, pos + 1): r.image_id for pos, r in enumerate(dataset.records)}
     grouped: dict[Any, list[list[float]]] = {r.image_id: [] for r in dataset.records}
     for lineno, line in enumerate(lines, start=1):

@@ -138,8 +138,9 @@ def test_annotation_readers_of_other_commands(corpus, tmp_path, name):
 
 
 def test_detect_eval_mixed_image_id_types(tmp_path):
-    """COCO image ids that mix numbers and strings (the reader allows any JSON value) must not crash
-    pycocotools' sorted(imgIds); a perfect result still scores AP 1."""
+    """COCO image ids that mix numbers and strings: one rule for the file whoever reads it (issue 13: ids one
+    kind per file) — `detect eval` refuses it in one line, as detect.datasets.read_coco does (it once kept
+    the file's order in the evaluator while the data-set reader refused it)."""
     from PIL import Image
 
     gt = {"images": [{"id": "img-A", "file_name": "a.png", "width": 64, "height": 48},
@@ -153,11 +154,12 @@ def test_detect_eval_mixed_image_id_types(tmp_path):
     (tmp_path / "res.json").write_text(json.dumps(results))
     for name in ("a.png", "b.png"):
         Image.new("RGB", (64, 48)).save(tmp_path / name)
-    outcome = run_cli(detect_main, ["eval", "--annotations", str(tmp_path / "gt.json"), "--results",
-                                    str(tmp_path / "res.json"), "--out", str(tmp_path / "ev")])
-    assert outcome.code == 0, outcome.err
-    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert summary["metrics"]["AP"] == pytest.approx(1.0)
+    for extra in ([], ["--metric", "ilsvrc"]):  # the evaluator's own reader, and the data-set reader
+        outcome = run_cli(detect_main, ["eval", "--annotations", str(tmp_path / "gt.json"), "--results",
+                                        str(tmp_path / "res.json"), "--out", str(tmp_path / "ev"), *extra])
+        line = assert_refused(outcome, "detect", names=tmp_path / "gt.json",
+                              outputs=[tmp_path / "ev" / "summary.json"])
+        assert "image ids mix integers and strings" in line
 
 
 def test_proposal_cache_keeps_ids_that_differ_only_in_unsafe_characters(tmp_path):
