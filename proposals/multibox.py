@@ -154,13 +154,16 @@ def preprocessing_for(config: MultiBoxConfig, base: Preprocessing | None = None)
 def warp_to_input(image: np.ndarray, size: int) -> torch.Tensor:
     """Warp a whole RGB image (anisotropically) to ``size x size``, the MultiBox input.
 
-    ``image``: ``np.ndarray[H, W, 3]`` uint8 RGB. Returns ``Tensor[3, size, size]`` float32 in ``[0, 1]``
-    (not yet normalised). Area interpolation: photos are usually shrunk a lot.
+    ``image``: ``np.ndarray[H, W, 3]`` RGB, uint8 or float in ``[0, 1]``. Returns ``Tensor[3, size, size]``
+    float32 in ``[0, 1]`` (not yet normalised). Area interpolation: photos are usually shrunk a lot.
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
-    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255)
+    if image.dtype != np.uint8:
+        image = image.astype(np.float32, copy=False)
+    resized = cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_AREA)
+    t = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+    return t.div_(255) if image.dtype == np.uint8 else t
 
 
 class MultiBoxHead(nn.Module):
@@ -238,13 +241,11 @@ class MultiBox(nn.Module):
 
         ``image``: ``np.ndarray[H, W, 3]`` uint8, or ``Tensor[3, H, W]`` (uint8, or float in ``[0, 1]``).
         """
-        size = self.config.input_size
-        if isinstance(image, np.ndarray):
-            t = warp_to_input(image, size)
-        else:
-            t = image.float() / 255 if image.dtype == torch.uint8 else image.float()
-            t = F.interpolate(t.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False)[0]
-        t = t.to(self.mean.device)
+        if isinstance(image, torch.Tensor):  # the same warp as for arrays (one resize rule for both kinds)
+            if image.ndim != 3 or image.shape[0] != 3:
+                raise ValueError(f"expected a 3 x H x W RGB tensor, got shape {tuple(image.shape)}")
+            image = image.detach().permute(1, 2, 0).cpu().numpy()
+        t = warp_to_input(image, self.config.input_size).to(self.mean.device)
         return (t - self.mean[0]) / self.std[0]
 
     @torch.no_grad()

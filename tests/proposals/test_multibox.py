@@ -221,3 +221,19 @@ def test_build_from_a_backbone_checkpoint_keeps_the_trunk_weights(tmp_path) -> N
     assert model.config.num_priors == 4  # K comes from the priors
     assert torch.equal(model.trunk.conv1.conv.weight, clf.conv1.conv.weight)
     assert model.trunk.aux1 is None and isinstance(model.trunk.fc, nn.Identity)
+
+
+def test_a_photo_as_array_or_tensor_gives_the_same_proposals() -> None:
+    """One resize rule for every input kind (issue 15: arrays were area-resized, tensors bilinearly): the
+    astronaut photo (512 px, shrunk to the 64 px input) as an HWC uint8 array, a CHW uint8 tensor and a CHW
+    float tensor in [0, 1] gives the same boxes and scores."""
+    import skimage.data
+
+    torch.manual_seed(0)
+    model = tiny_model(PRIORS).eval()
+    photo = skimage.data.astronaut()
+    as_uint8 = torch.from_numpy(photo).permute(2, 0, 1)
+    array, tensor, floats = (model.propose(x, top_k=4) for x in (photo, as_uint8, as_uint8.float() / 255))
+    assert torch.equal(tensor.boxes, array.boxes) and torch.equal(tensor.scores, array.scores)
+    # the float input skips the uint8 rounding of the resized pixels: ~0.01 px apart on a 512 px photo
+    assert torch.allclose(floats.boxes, array.boxes, atol=0.05) and torch.allclose(floats.scores, array.scores, atol=1e-4)
