@@ -1,10 +1,9 @@
-"""`detect eval` end to end: printed metrics, summary.json, plots, one-line errors, the --weights branch."""
+"""`detect eval` end to end: printed metrics, summary.json, plots, one-line errors, the --weights branch with
+the real pipeline (slow)."""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import torch
 from detect.cli import main
 from detect.datasets import read_coco
 from detect.evaluation import evaluate_coco
-from detect.structures import Detections
 
 
 def jittered_results(annotations: Path, rng: np.random.Generator) -> list[dict]:
@@ -105,36 +103,7 @@ def test_ilsvrc_xml_with_plots(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert rc == 0 and "mAP  1.0000\n" in capsys.readouterr().out
 
 
-def test_weights_branch_runs_the_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stand-in ``detect.pipeline`` with the lead's signature: perfect detections for every image."""
-    calls = {}
-
-    def detect_dataset(dataset, weights, *, device, proposals, fast, **kwargs):
-        calls.update(weights=weights, device=device, proposals=proposals, fast=fast)
-        return {r.image_id: Detections(r.boxes, torch.ones(len(r.boxes)), r.labels) for r in dataset.records}
-
-    monkeypatch.setitem(sys.modules, "detect.pipeline", types.SimpleNamespace(detect_dataset=detect_dataset))
-    gt = write_tiny_coco(tmp_path)
-    rc = main(["eval", "--annotations", str(gt), "--weights", "a.pt", "b.pt", "--fast", "--device", "cpu",
-               "--out", str(tmp_path / "ev")])
-    assert rc == 0 and "AP50   1.0000\n" in capsys.readouterr().out
-    assert calls == {"weights": ["a.pt", "b.pt"], "device": "cpu", "proposals": "paper", "fast": True}
-    written = json.loads((tmp_path / "ev" / "detections.json").read_text())
-    assert written == [{"image_id": 1, "category_id": 5, "bbox": [4.0, 4.0, 20.0, 20.0], "score": 1.0}]
-
-
-def test_weights_for_other_classes_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    def detect_dataset(dataset, weights, **kwargs):  # a 200-class model on a 1-class ground truth
-        return {r.image_id: Detections(torch.tensor([[0.0, 0, 9, 9]]), torch.ones(1), torch.tensor([150]))
-                for r in dataset.records}
-
-    monkeypatch.setitem(sys.modules, "detect.pipeline", types.SimpleNamespace(detect_dataset=detect_dataset))
-    rc = main(["eval", "--annotations", str(write_tiny_coco(tmp_path)), "--weights", "m.pt"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "m.pt: the model's classes do not fit the ground truth's 1 classes" in err
-    assert err.count("\n") == 1
+# the --weights branch with a stand-in detector (streaming, skips, resume, refusals): test_eval_stream.py
 
 
 @pytest.mark.slow
