@@ -61,6 +61,8 @@ from backbone.errors import InputError
 from backbone.files import atomic_path
 
 log = logging.getLogger(__name__)
+#: What ``last.pt`` must hold for ``--resume`` (written by the engine's checkpointing).
+_RESUME_KEYS = ("config", "model", "optimizer", "scheduler", "scaler", "epoch", "step", "global_step")
 
 #: ``loss_fn(model, batch, device) -> (scalar loss, {"acc": ..., ...})``; metric values are floats or
 #: 0-dim tensors and are averaged over the steps of an epoch (return the same keys at every step). ``model`` is the module to call (wrapped in
@@ -310,16 +312,32 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
     if resume:
         if not last_path.exists():
             raise InputError(last_path, "no checkpoint to resume from (train without --resume first)")
-        state = torch.load(last_path, map_location=device, weights_only=True)
+        from backbone.checkpoint import read_torch_file
+
+        # validated as every checkpoint we read (regular file, bounded records, tensors that own their
+        # storage and are finite); loaded on the CPU, load_state_dict moves each tensor to its parameter
+        state = read_torch_file(last_path)
+        missing = [k for k in _RESUME_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise InputError(last_path, f"not a training checkpoint of this program (no {', '.join(missing)}); "
+                                        "train without --resume into another folder")
+        if not isinstance(state["config"], dict) or not all(
+                type(state[k]) is int and state[k] >= 0 for k in ("epoch", "step", "global_step")):
+            raise InputError(last_path, "not a training checkpoint of this program (config not a dict, or "
+                                        "epoch/step not non-negative integers)")
         _check_resume_config(state["config"], config, last_path)
-        model.load_state_dict(state["model"])
-        if averaged is not None:
-            if state.get("averaged") is None:
-                raise InputError(last_path, "was trained with polyak=0, cannot resume with Polyak averaging")
-            averaged.load_state_dict(state["averaged"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if averaged is not None and state.get("averaged") is None:
+            raise InputError(last_path, "was trained with polyak=0, cannot resume with Polyak averaging")
+        try:
+            model.load_state_dict(state["model"])
+            if averaged is not None:
+                averaged.load_state_dict(state["averaged"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(last_path, f"does not fit this model or optimizer ({first[:200]})") from None
         start_epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
         best = state.get("best")
         if best is not None and best_key is not None and best["metric"] != best_key:

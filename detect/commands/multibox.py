@@ -176,8 +176,16 @@ def _check_resume(out: Path, config: MultiBoxConfig) -> None:
     last = out / "last.pt"
     if not last.exists():
         return  # the engine reports the missing checkpoint
-    saved = read_torch_file(last).get("meta", {}).get("multibox")
-    if saved is not None and MultiBoxConfig.from_dict(saved) != config:
+    state = read_torch_file(last)
+    meta = state.get("meta") if isinstance(state, dict) else None
+    saved = meta.get("multibox") if isinstance(meta, dict) else None
+    if saved is not None and not isinstance(saved, dict):
+        raise InputError(last, "not a MultiBox training checkpoint (its meta.multibox is not a dict)")
+    try:
+        differs = saved is not None and MultiBoxConfig.from_dict(saved) != config
+    except (TypeError, ValueError) as err:
+        raise InputError(last, f"not a MultiBox training checkpoint ({str(err)[:200]})") from None
+    if differs:
         diff = [k for k, v in config.to_dict().items() if saved.get(k) != v]
         raise InputError(last, f"was trained with other MultiBox settings ({', '.join(diff)}); "
                                "resume with the original --priors/--input-size/--variant/--alpha/--match-on")

@@ -254,7 +254,10 @@ def _check_resumed_split(args: argparse.Namespace, info: dict) -> None:
     last = args.out / "last.pt"
     if not args.resume or not last.exists():
         return
-    saved = (read_torch_file(last).get("meta") or {}).get("validation") or {}
+    state = read_torch_file(last)
+    meta = state.get("meta") if isinstance(state, dict) else None
+    saved = meta.get("validation") if isinstance(meta, dict) else None
+    saved = saved if isinstance(saved, dict) else {}
     if saved.get("image_ids") != info["image_ids"]:
         raise InputError(last, f"was trained holding out other images ({saved.get('source', 'none')}, "
                                f"{saved.get('images', 0)} images); resume with its --val-fraction/--val-seed")

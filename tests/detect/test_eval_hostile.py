@@ -105,3 +105,66 @@ def test_mixed_image_id_kinds_refused_by_both_readers(tmp_path, capsys):
     for extra in ([], ["--metric", "ilsvrc"]):
         _refused(capsys, ["eval", "--annotations", str(gt), "--results", str(results), *extra], "gt.json",
                  "image ids mix integers and strings", tmp_path / "ev")
+
+
+# ----------------------------------------------------------------------------- resume readers
+# (the engine's and the detect train / multibox train --resume checks; here because this change made them
+# read through backbone.checkpoint.read_torch_file: they belong with tests/backbone/test_engine.py)
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def _hostile_last(folder: Path, kind: str) -> Path:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    last = folder / "last.pt"
+    if kind == "code":
+        torch.save({"config": _Evil()}, last)
+    elif kind == "fifo":
+        os.mkfifo(last)
+    elif kind == "nan":
+        torch.save({"config": {}, "model": {"w": torch.tensor([float("nan")])}}, last)
+    elif kind == "list":
+        torch.save([1, 2, 3], last)
+    elif kind == "no_optimizer":
+        torch.save({"config": {}, "model": {}}, last)
+    return last
+
+
+@pytest.mark.parametrize("kind, words", [("code", "not a plain-tensor checkpoint"), ("fifo", "pipe"),
+                                         ("nan", "NaN"), ("list", "not a training checkpoint"),
+                                         ("no_optimizer", "(no optimizer, scheduler")])
+def test_engine_resume_reads_last_pt_validated(tmp_path, kind, words):
+    from backbone.engine import train
+    from backbone.errors import InputError
+    from tests.backbone import _engine_tasks as tasks
+
+    _hostile_last(tmp_path, kind)
+    with pytest.raises(InputError) as err:
+        train(tasks.TinyNet(), tasks.NoisyDigits(), tasks.classification_loss, tasks.tiny_config(), tmp_path,
+              resume=True)
+    assert "last.pt" in str(err.value) and words in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["list", "code"])
+def test_detect_train_and_multibox_resume_checks_refuse_hostile_last_pt(tmp_path, kind):
+    from backbone.errors import InputError
+    from detect.commands.multibox import _check_resume
+    from detect.commands.train import _check_resumed_split
+    from proposals.multibox import MultiBoxConfig
+
+    last = _hostile_last(tmp_path, kind)
+    args = type("Args", (), {"out": tmp_path, "resume": True})()
+    for check in (lambda: _check_resumed_split(args, {"image_ids": [1]}), lambda: _check_resume(tmp_path,
+                                                                                               MultiBoxConfig())):
+        if kind == "code":
+            with pytest.raises(InputError, match="not a plain-tensor checkpoint"):
+                check()
+        else:  # a list where a dict was expected: one line (detect train: other images held out)
+            try:
+                check()
+            except InputError as err:
+                assert str(last.name) in str(err)
