@@ -241,7 +241,6 @@ def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
     category_ids = sorted(names)
     cat_index = {c: k for k, c in enumerate(category_ids)}
     chosen = list(files) if image_ids is None else list(dict.fromkeys(image_ids))
-    _one_kind(path, chosen, "image")
     evaluated = sorted(chosen)
     img_index = {i: n for n, i in enumerate(evaluated)}
     for ann in anns:  # the checks first, in one pass (a bad file fails before any array is built)
