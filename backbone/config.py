@@ -14,6 +14,13 @@ from typing import Any
 #: the two GoogLeNet layouts (see :mod:`backbone.googlenet`)
 VARIANTS = ("paper", "torchvision")
 
+#: Largest image accepted by default: 100 megapixels (about 300 MB decoded), checked from the header
+#: before decoding (backbone.images); pass ``max_pixels`` (``--max-pixels``) to allow larger ones.
+MAX_PIXELS = 100_000_000
+
+#: file suffixes taken as images when a folder or glob is expanded (see backbone.inputs)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+
 #: crops per image of the multi-crop test (section 7): 1, 10 (corners + centre, mirrored) or 144
 CROP_SCHEMES = (1, 10, 144)
 

@@ -29,13 +29,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from backbone.config import IMAGE_SUFFIXES, MAX_PIXELS  # noqa: F401  (re-exported; defined torch- and cv2-free)
 from backbone.errors import InputError
-
-#: Largest image accepted by default: 100 megapixels (about 300 MB decoded). Larger files are refused
-#: with a message; pass ``max_pixels`` (``--max-pixels`` on the command line) to allow them.
-MAX_PIXELS = 100_000_000
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 #: Formats decoded (name -> the Pillow format names that agree with it). The format is told from the
 #: file's first bytes (:func:`sniff_format`), as OpenCV tells it, not from its suffix.

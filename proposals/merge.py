@@ -35,16 +35,11 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from proposals.config import DEDUPE_IOU, METHOD_NAMES, MULTIBOX_TOP_K, PAPER_SUPERPIXEL_SCALE
 from proposals.types import SOURCES, Proposals
 
 log = logging.getLogger(__name__)
 
-#: Default IoU above which a lower-ranked box counts as a duplicate (see module docstring).
-DEDUPE_IOU = 0.7
-#: MultiBox boxes added per image (GoogLeNet paper, section 8).
-MULTIBOX_TOP_K = 200
-#: Superpixel scale of the paper's selective search (section 8: "super-pixel size by 2x").
-PAPER_SUPERPIXEL_SCALE = 2.0
 
 
 def merge_proposals(parts: list[Proposals], *, dedupe_iou: float | None = DEDUPE_IOU) -> Proposals:
@@ -128,6 +123,7 @@ METHODS: dict[str, Callable[..., Proposals]] = {
     "multibox": multibox_proposals,
     "paper": paper_proposals,
 }
+assert tuple(METHODS) == METHOD_NAMES  # the command line's names (proposals.config) are these keys
 
 
 @functools.lru_cache(maxsize=2)

@@ -35,14 +35,17 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from backbone.errors import InputError
 from backbone.files import write_json
 from backbone.inputs import expand_inputs, is_url, read_input
-from proposals.cache import CacheItem, as_items, build_cache, cache_dir, load_cached, propose_many
-from proposals.merge import DEDUPE_IOU, METHODS, MULTIBOX_TOP_K, ProposalMethod, load_multibox_cached
-from proposals.types import SOURCES, Proposals
+from proposals.config import DEDUPE_IOU, METHOD_NAMES, MULTIBOX_TOP_K
+
+if TYPE_CHECKING:  # torch-importing modules load when the command runs, not for --help
+    from proposals.cache import CacheItem
+    from proposals.merge import ProposalMethod
+    from proposals.types import Proposals
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", type=Path, default=None,
                         help="COCO JSON file or folder of VOC/ILSVRC XML: propose for its images")
     parser.add_argument("--images", type=Path, default=None, help="image folder of --annotations")
-    parser.add_argument("--method", choices=sorted(METHODS), default="ss", help="(default: %(default)s)")
+    parser.add_argument("--method", choices=sorted(METHOD_NAMES), default="ss", help="(default: %(default)s)")
     parser.add_argument("--weights", type=Path, default=None, metavar="CKPT",
                         help="MultiBox checkpoint (for --method multibox or paper)")
     parser.add_argument("--superpixel-scale", type=float, default=None,
@@ -80,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_method(args: argparse.Namespace) -> ProposalMethod:
     """The :class:`ProposalMethod` the flags describe (InputError for inconsistent flags)."""
+    from proposals.merge import ProposalMethod, load_multibox_cached
+
     if args.method == "multibox" and args.weights is None:
         raise InputError(None, "--method multibox needs --weights (a MultiBox checkpoint)")
     if args.top_k < 1:
@@ -138,6 +143,8 @@ def gather_inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
 
 def proposals_json(item: CacheItem, image_id: Any, props: Proposals, *, decimals: int = 2) -> dict[str, Any]:
     """One image's output entry (boxes xyxy in pixels, rounded to ``decimals``)."""
+    from proposals.types import SOURCES
+
     return {
         "file": item.file,
         "image_id": image_id,
@@ -162,6 +169,8 @@ def format_stats(stats: Any, method: str) -> str:
 def compute(records: Sequence[Any], method: ProposalMethod, *, cache: Path | None,
             workers: int) -> tuple[list[CacheItem], list[Proposals]]:
     """Proposals for every record/path, through the cache when one is given."""
+    from proposals.cache import as_items, build_cache, cache_dir, load_cached, propose_many
+
     items = as_items(records)
     if cache is None:
         return items, propose_many(method, items, workers=workers)
@@ -224,6 +233,7 @@ def _main_streaming(args: argparse.Namespace, records: list, protected: list[str
 
     from detect import runstore
     from detect.workpool import imap_ordered
+    from proposals.cache import as_items
 
     items = as_items(records)
     ids = [getattr(r, "image_id", item.image_id) for r, item in zip(records, items)]

@@ -41,11 +41,14 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from backbone.errors import InputError
-from backbone.images import IMAGE_SUFFIXES, MAX_PIXELS
-from detect.pipeline import DetectorConfig, ImageResult
+from backbone.config import IMAGE_SUFFIXES, MAX_PIXELS
+from detect.config import DetectorConfig
+
+if TYPE_CHECKING:  # torch-importing modules load when the command runs, not for --help
+    from detect.pipeline import ImageResult
 
 log = logging.getLogger(__name__)
 
