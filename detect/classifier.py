@@ -14,6 +14,14 @@ context-padded warp) and classified into K classes plus background (label 0).
   ILSVRC DET classes by :mod:`detect.zeroshot` (DESIGN.md "Weights"); not in the paper.
 - :class:`Ensemble`: softmax averaged over members that share one class list; crops are made once per
   crop configuration and chunk, then fed to every member.
+
+Inference precision (:func:`autocast_dtype`): bf16 autocast on CUDA, and on CPUs that run bf16 natively
+(AVX-512 BF16 or AMX: :func:`cpu_has_native_bf16`); fp32 elsewhere, since without those instructions
+oneDNN emulates bf16 and it is slower than fp32 (BENCHMARKS.md "Region classification on the CPU").
+``amp=False`` keeps fp32 everywhere. BatchNorm folding and channels_last are exact up to fp32 rounding
+(tests/detect/test_cpu_speed.py); bf16 moved the class probabilities of a trained region classifier by
+at most 0.0034 (192 crops, top-1 class unchanged) and those of a BatchNorm-calibrated random ImageNet
+GoogLeNet by up to 0.11 (BENCHMARKS.md): ``amp=False`` is the way back to fp32.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from torch import Tensor, nn
 from backbone.errors import InputError, short_repr
 from backbone.googlenet import GoogLeNet, googlenet
 from backbone.preprocess import Preprocessing
-from detect.crops import CropConfig, iter_warped, normalize
+from detect.crops import CropConfig, iter_normalized
 from detect.zeroshot import ZeroShotMap, load_zeroshot_map
 
 log = logging.getLogger(__name__)
@@ -144,6 +152,27 @@ class RegionClassifier(nn.Module):
             raise InputError(path, err.problem) from None
         return cls(model, names[1:], preprocessing=preprocessing, crop=crop,
                    category_ids=category_ids, source=path).eval()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has bf16 dot-product instructions (x86 AVX-512 BF16, or AMX tiles).
+
+    Without them (e.g. AVX2-only CPUs) oneDNN emulates bf16 convolutions, which is slower than fp32.
+    """
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):  # torch.cpu, torch >= 2.3
+        check = getattr(torch.cpu, name, None)
+        if check is not None and check():
+            return True
+    return False
+
+
+def autocast_dtype(device: torch.device | str, amp: bool = True) -> torch.dtype | None:
+    """The autocast dtype region classification uses on ``device``: ``torch.bfloat16`` on CUDA and on CPUs
+    with native bf16 (:func:`cpu_has_native_bf16`) when ``amp``; None (fp32) otherwise."""
+    device = torch.device(device)
+    if amp and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())):
+        return torch.bfloat16
+    return None
 
 
 def _checked_crop(d: Any, path: str | os.PathLike) -> CropConfig:
@@ -267,8 +296,11 @@ class Ensemble:
             image: ``Tensor[3, H, W]`` uint8 RGB (0..255), any device (moved to the members' device).
             boxes: ``Tensor[P, 4]`` ``(x1, y1, x2, y2)`` absolute pixels of ``image``.
             batch_size: crops per forward pass; peak crop memory is ``batch_size * 3 * S * S`` floats.
-            amp: bfloat16 autocast on CUDA (no effect on CPU).
+            amp: bfloat16 autocast where it is native (:func:`autocast_dtype`: CUDA, CPUs with AVX-512
+                BF16 or AMX); False: fp32 everywhere.
             channels_last: feed crops in NHWC memory format.
+
+        A box given several times is classified once (its rows are copies).
 
         Returns:
             ``Tensor[P, K+1]`` float32 on the members' device; rows sum to 1; column 0 = background.
@@ -279,21 +311,21 @@ class Ensemble:
         out = torch.zeros((len(boxes), len(self.class_names) + 1), dtype=torch.float32, device=device)
         if len(boxes) == 0:
             return out
+        unique, inverse = torch.unique(boxes, dim=0, return_inverse=True)
+        if len(unique) < len(boxes):  # e.g. MultiBox boxes clipped to the same image-filling box
+            return self.classify(image, unique, batch_size=batch_size, amp=amp, channels_last=channels_last)[inverse]
         groups: dict[tuple, list[nn.Module]] = {}
-        for m in self.members:  # members sharing crop and fill share the crops
-            groups.setdefault((m.crop, m.preprocessing.mean), []).append(m)
+        for m in self.members:  # members sharing crop and preprocessing share the crops
+            groups.setdefault((m.crop, m.preprocessing.mean, m.preprocessing.std), []).append(m)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        use_amp = amp and device.type == "cuda"
-        with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            for (crop, mean), group in groups.items():
-                fill = [v * 255.0 for v in mean]
+        dtype = autocast_dtype(device, amp)
+        with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16,
+                                                    enabled=dtype is not None):
+            for (crop, mean, std), group in groups.items():
                 start = 0
-                for crops in iter_warped(image, boxes, crop=crop, fill=fill, batch_size=batch_size):
-                    normalised: dict[tuple, Tensor] = {}
+                for crops in iter_normalized(image, boxes, crop=crop, mean=mean, std=std, batch_size=batch_size):
+                    crops = crops.contiguous(memory_format=fmt)
                     for m in group:
-                        key = (m.preprocessing.mean, m.preprocessing.std)
-                        if key not in normalised:
-                            normalised[key] = normalize(crops, *key).contiguous(memory_format=fmt)
-                        out[start:start + len(crops)] += m.probs(normalised[key]).float()
+                        out[start:start + len(crops)] += m.probs(crops).float()
                     start += len(crops)
         return out / len(self.members)

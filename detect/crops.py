@@ -107,7 +107,7 @@ def _prepare(image: torch.Tensor, fill_vec: torch.Tensor) -> torch.Tensor:
 
 
 def _warp_prepared(prepared: torch.Tensor, boxes: torch.Tensor, fill_vec: torch.Tensor, crop: CropConfig,
-                   out_dtype: torch.dtype) -> torch.Tensor:
+                   out_dtype: torch.dtype, *, fill: bool = True) -> torch.Tensor:
     dilated = dilate_boxes(boxes.to(prepared.device), size=crop.size, padding=crop.padding) + 1.0  # border
     # A zero-width box would get zero adaptive samples (an all-fill crop); give it a sliver of width.
     mid = (dilated[:, :2] + dilated[:, 2:]) / 2
@@ -116,7 +116,8 @@ def _warp_prepared(prepared: torch.Tensor, boxes: torch.Tensor, fill_vec: torch.
     rois = torch.cat([dilated.new_zeros(len(dilated), 1), dilated], dim=1)
     out = roi_align(prepared, rois, output_size=(crop.size, crop.size), spatial_scale=1.0,
                     sampling_ratio=crop.sampling_ratio, aligned=True)
-    out += fill_vec[None, :, None, None]
+    if fill:  # iter_normalized's fill is 0: nothing to add
+        out += fill_vec[None, :, None, None]
     if out_dtype == torch.uint8:
         return out.round_().clamp_(0, 255).to(torch.uint8)
     return out.to(out_dtype)
@@ -162,6 +163,30 @@ def iter_warped(image: torch.Tensor, boxes: torch.Tensor, *, crop: CropConfig = 
     prepared = _prepare(image, fill_vec)
     for start in range(0, len(boxes), batch_size):
         yield _warp_prepared(prepared, boxes[start:start + batch_size], fill_vec, crop, out_dtype)
+
+
+def iter_normalized(image: torch.Tensor, boxes: torch.Tensor, *, crop: CropConfig = CropConfig(),
+                    mean: Sequence[float], std: Sequence[float], value_scale: float = 255.0,
+                    batch_size: int = 256) -> Iterator[torch.Tensor]:
+    """Yield the network's input for ``boxes``: ``normalize(crops, mean, std)`` of the crops that
+    :func:`iter_warped` makes with the mean as fill (R-CNN's), ``batch_size`` boxes at a time.
+
+    Warping is linear and the fill is the mean, so the image is normalised once (``(image - mean) / std``,
+    the fill becoming 0) and warped: one pass per crop instead of a warp, a fill and two normalising
+    passes. Equal to ``normalize(iter_warped(...))`` up to float32 rounding (tests/detect/test_crops.py).
+
+    Returns float32 ``Tensor[B, C, S, S]`` chunks in order (NCHW).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if image.ndim != 3:
+        raise ValueError(f"expected an image Tensor[C, H, W], got shape {tuple(image.shape)}")
+    m = torch.as_tensor(mean, dtype=torch.float32, device=image.device).reshape(-1, 1, 1) * value_scale
+    s = torch.as_tensor(std, dtype=torch.float32, device=image.device).reshape(-1, 1, 1) * value_scale
+    prepared = F.pad((image.to(torch.float32) - m) / s, (1, 1, 1, 1))[None]
+    zero = torch.zeros(image.shape[0], dtype=torch.float32, device=image.device)
+    for start in range(0, len(boxes), batch_size):
+        yield _warp_prepared(prepared, boxes[start:start + batch_size], zero, crop, torch.float32, fill=False)
 
 
 def normalize(crops: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
