@@ -228,9 +228,10 @@ def _cores() -> int:
 
 
 def capped_workers(workers: int) -> int:
-    """``--workers`` checked (>= 1) and capped at the CPU cores this process may use (with a log note)."""
-    if workers < 1:
-        raise InputError(None, f"--workers must be >= 1, got {workers}")
+    """``--workers`` checked (>= 0; 0 and 1 both compute proposals in this process, as torch's DataLoader
+    takes 0) and capped at the CPU cores this process may use (with a log note)."""
+    if workers < 0:
+        raise InputError(None, f"--workers must be >= 0, got {workers}")
     cores = _cores()
     if workers > cores:
         log.info("--workers %d capped at %d: the CPU cores this process may use (more processes only "

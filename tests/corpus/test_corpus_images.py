@@ -117,17 +117,26 @@ def test_cli_refuse_broken_images(corpus, tiny_checkpoint, tmp_path, name):
     assert digest(inputs) == before
 
 
-def test_one_bad_image_among_good_ones_leaves_no_output(corpus, tiny_checkpoint, tmp_path):
-    """A folder run that meets a truncated file stops with its name and writes no partial JSON."""
+def test_one_bad_image_among_good_ones_is_named_and_skipped(corpus, tiny_checkpoint, tmp_path):
+    """A folder run that meets a truncated file names it in one line, skips it, writes the good images'
+    results and exits 1 (issue 12); with ``--strict`` it stops there with exit 2 and writes no partial JSON."""
     folder = tmp_path / "mixed"
     folder.mkdir()
     for name in ("grayscale_png", "rgba_png", "truncated_jpg", "cmyk_jpg"):
         src = corpus[name].path
         (folder / src.name).write_bytes(src.read_bytes())
     out = tmp_path / "dets.json"
-    outcome = run_cli(detect_main, ["run", str(folder), "--weights", str(tiny_checkpoint), "--fast", "--device",
-                                    "cpu", "--out", str(out), "--quiet"])
-    assert_refused(outcome, "detect", names=corpus["truncated_jpg"].path, outputs=[out])
+    argv = ["run", str(folder), "--weights", str(tiny_checkpoint), "--fast", "--device", "cpu", "--quiet",
+            "--keep-threshold", "0"]
+    outcome = run_cli(detect_main, [*argv, "--out", str(out)])
+    errors = [ln for ln in outcome.err.splitlines() if ln.startswith("detect: error:")]
+    assert outcome.code == 1 and "Traceback" not in outcome.err, outcome.err
+    assert len(errors) == 1 and corpus["truncated_jpg"].path.name in errors[0], errors
+    files = {row["file_name"] for row in json.loads(out.read_text())}
+    assert files == {corpus[n].path.name for n in ("grayscale_png", "rgba_png", "cmyk_jpg")}
+    strict_out = tmp_path / "strict.json"
+    outcome = run_cli(detect_main, [*argv, "--out", str(strict_out), "--strict"])
+    assert_refused(outcome, "detect", names=corpus["truncated_jpg"].path, outputs=[strict_out])
 
 
 def test_detect_run_on_odd_valid_images(corpus, tiny_checkpoint, tmp_path):

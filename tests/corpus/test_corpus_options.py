@@ -13,7 +13,8 @@ from .conftest import assert_refused, run_cli
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--score-threshold", "2", "--score-threshold must be in [0, 1]"),
+    ("--score-threshold", "2", "--show-threshold must be in [0, 1]"),  # the old name of --show-threshold
+    ("--keep-threshold", "2", "--keep-threshold must be in [0, 1]"),
     ("--nms-iou", "nan", "--nms-iou must be in [0, 1]"),
     ("--nms-iou", "-0.1", "--nms-iou must be in [0, 1]"),
     ("--max-detections", "0", "--max-detections must be >= 1"),

@@ -167,7 +167,7 @@ def test_start_line_says_what_runs(checkpoint, photos, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--proposals", "multibox", "--fast"], "--proposals multibox needs --multibox-weights"),
     (["--resume"], "--resume needs --out"),
-    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "-1"], "--workers must be >= 0"),
     (["--show-threshold", "2"], "--show-threshold must be in [0, 1]"),
     (["--keep-threshold", "-1"], "--keep-threshold must be in [0, 1]"),
     (["--multibox-weights", "nothere.pt"], "nothere.pt: no such file"),
