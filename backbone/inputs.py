@@ -72,7 +72,10 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], *, source: str | os.PathL
     if source is not None:
         items.extend(_read_list(Path(source)))
     for item in inputs:
-        items.extend(_expand_one(item, base=None))
+        try:
+            items.extend(_expand_one(item, base=None))
+        except OSError as err:  # a name the file system refuses (ENAMETOOLONG, ELOOP ...): one line, no traceback
+            raise InputError(os.fspath(item), err.strerror or str(err)) from None
     if not items:
         raise InputError(None, "no input images given")
     return items

@@ -190,12 +190,11 @@ def test_name_longer_than_255_bytes_is_one_line(tmp_path):
         read_image(path)
 
 
-@pytest.mark.xfail(reason="backbone/inputs.py expands inputs with Path.is_dir(), which raises ENAMETOOLONG "
-                          "(issue 13 item 6; not in read_image)", strict=False)
 def test_name_longer_than_255_bytes_on_the_command_line(tmp_path):
     path = tmp_path / ("x" * 300 + ".jpg")
-    outcome = run_cli(detect_main, ["proposals", str(path), "--out", str(tmp_path / "p.json")])
-    assert_refused(outcome, "detect")
+    for argv in (["proposals", str(path), "--out", str(tmp_path / "p.json")], ["run", str(path), "--fast"]):
+        line = assert_refused(run_cli(detect_main, argv), "detect")
+        assert "too long" in line.lower(), line
 
 
 # ------------------------------------------------------------------------------------- long and thin
