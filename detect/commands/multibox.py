@@ -30,14 +30,9 @@ import logging
 import os
 from pathlib import Path
 
-from backbone import engine
-from backbone.engine import TrainConfig, seed_everything
+from backbone.config import TrainConfig
 from backbone.errors import InputError
-from backbone.files import write_json
-from backbone.images import expand_inputs, read_image
-from proposals.cache import as_items
-from proposals.multibox import (MultiBoxConfig, MultiBoxDataset, MultiBoxLoss, build_multibox, collate_multibox,
-                                load_multibox, priors_from_records, save_multibox)
+from proposals.config import MultiBoxConfig
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +88,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def train_main(args: argparse.Namespace) -> int:
+    from backbone import engine
+    from backbone.engine import seed_everything
     from detect.datasets import read_dataset
+    from proposals.multibox import (MultiBoxDataset, MultiBoxLoss, build_multibox, collate_multibox,
+                                    priors_from_records, save_multibox)
 
     for name in ("priors", "input_size", "epochs", "batch_size"):
         if getattr(args, name) < 1:
@@ -192,7 +191,12 @@ def _check_resume(out: Path, config: MultiBoxConfig) -> None:
 
 
 def run_main(args: argparse.Namespace) -> int:
+    from backbone.files import write_json
+    from backbone.images import read_image
+    from backbone.inputs import expand_inputs
     from detect.commands.proposals import proposals_json
+    from proposals.cache import as_items
+    from proposals.multibox import load_multibox
 
     if args.top_k < 1 or args.show < 0:
         raise InputError(None, "--top-k must be >= 1 and --show >= 0")
