@@ -48,11 +48,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 from backbone.errors import InputError
 from backbone.files import write_bytes, write_json
 from backbone.safeio import load_json
-from detect.evaluation.coco import (CocoGroundTruth, coco_detection_boxes, coco_ground_truth, evaluate_coco,
-                                    read_coco_ground_truth, select_categories)
-from detect.evaluation.report import cut_results_warning, format_metrics, format_per_class_table, write_summary
 
 if TYPE_CHECKING:  # imported where used: `detect eval --results` on COCO JSON needs no torch
+    from detect.evaluation.coco import CocoGroundTruth
     from detect.datasets import DetectionDataset
     from detect.evaluation.cocoeval import DetectionBoxes
 
@@ -193,6 +191,8 @@ def _coco_fast_path(args: argparse.Namespace) -> bool:
 
 
 def _warn_if_cut(boxes: DetectionBoxes, num_images: int, path: Path | None) -> None:
+    from detect.evaluation.report import cut_results_warning
+
     message = cut_results_warning(boxes.scores, boxes.image, num_images)
     if message:
         log.warning("%s: %s", path if path is not None else "detections", message)
@@ -241,6 +241,11 @@ class _Detected:
 
 
 def main(args: argparse.Namespace) -> int:
+    # numpy/numba (the evaluator) load here, not for --help
+    from detect.evaluation.coco import (coco_detection_boxes, coco_ground_truth, evaluate_coco,
+                                        read_coco_ground_truth, select_categories)
+    from detect.evaluation.report import format_metrics, format_per_class_table, write_summary
+
     _check_options(args)
     _check_outputs(args)
     inputs = _inputs(args)
