@@ -21,14 +21,13 @@ import contextlib
 import glob
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Iterable, Iterator, Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable, Iterator, Union
 
 from backbone.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Seconds to wait for a URL to connect and for each read.
 URL_TIMEOUT_S = 30.0
@@ -169,6 +168,9 @@ def local_file(item: Input, *, timeout: float = URL_TIMEOUT_S,
 
 
 def _download(url: str, out, *, timeout: float, max_bytes: int) -> None:
+    import urllib.error  # here, not at the top: http/email modules cost every command's start-up
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": "goingdeeper-det"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from backbone.config import VARIANTS
+from backbone.config import MAX_PIXELS, VARIANTS
 from backbone.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,6 @@ BATCH = 32  # images per forward pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from backbone.images import MAX_PIXELS  # numpy + OpenCV, no torch
-
     parser.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB|@LIST",
                         help="image files, folders, quoted globs, @files listing paths")
     parser.add_argument("--weights", default="imagenet", metavar="imagenet|PATH",
