@@ -43,7 +43,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from backbone.errors import InputError
+from backbone.errors import InputError, escape
 from backbone.config import IMAGE_SUFFIXES, MAX_PIXELS
 from detect.config import DetectorConfig
 
@@ -138,13 +138,13 @@ def format_table(result: ImageResult, class_names: list[str], *, show_threshold:
     shown = [(b, s, l) for b, s, l in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist())
              if s >= show_threshold]
     hidden = f" (+{len(d) - len(shown)} below {show_threshold:g})" if len(shown) < len(d) else ""
-    head = (f"{result.path}  {result.width}x{result.height}  {result.num_proposals} proposals  "
+    head = (f"{escape(result.path)}  {result.width}x{result.height}  {result.num_proposals} proposals  "
             f"{len(shown)} detections{hidden}  ({t.proposals:.2f}s proposals, {t.classify:.2f}s classify)")
     if not shown:
         return head
     rows = [f"  {'class':<24} {'score':>6} {'x1':>7} {'y1':>7} {'x2':>7} {'y2':>7}"]
     for box, score, label in shown:
-        rows.append(f"  {class_names[label - 1][:24]:<24} {score:6.3f} " + " ".join(f"{v:7.1f}" for v in box))
+        rows.append(f"  {escape(class_names[label - 1])[:24]:<24} {score:6.3f} " + " ".join(f"{v:7.1f}" for v in box))
     return "\n".join([head, *rows])
 
 
@@ -154,9 +154,9 @@ def format_line(result: ImageResult, class_names: list[str], *, show_threshold: 
 
     d = result.detections
     counts = Counter(class_names[l - 1] for l, s in zip(d.labels.tolist(), d.scores.tolist()) if s >= show_threshold)
-    what = ", ".join(f"{n} {name}" for name, n in counts.most_common()) or "no detections"
+    what = ", ".join(f"{n} {escape(name)}" for name, n in counts.most_common()) or "no detections"
     seconds = result.timing.proposals + result.timing.classify + result.timing.nms
-    return f"{result.path}  {result.width}x{result.height}  {what}  ({seconds:.2f}s)"
+    return f"{escape(result.path)}  {result.width}x{result.height}  {what}  ({seconds:.2f}s)"
 
 
 def coco_rows(image_id: int, result: ImageResult, category_ids: list) -> list[dict]:

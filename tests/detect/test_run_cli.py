@@ -206,3 +206,18 @@ def test_overlapped_proposal_workers_match_in_process(checkpoint, photos, tmp_pa
     outcomes = list(detector.detect_each([bad, paths[0]], workers=2))
     assert [o.ok for o in outcomes] == [False, True] and "broken.jpg" in str(outcomes[0].error)
     torch.testing.assert_close(outcomes[1].result.detections.scores, inline[0].detections.scores)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_file_names_with_control_characters_cannot_forge_output_lines(checkpoint, tmp_path, capsys, quiet):
+    """A file named with a newline and an ANSI escape (issue 13 item 10) is printed escaped: the table
+    keeps one head line per image and no raw escape reaches the terminal."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    name = "a\nfake: error\x1b[31m.png"
+    cv2.imwrite(str(folder / name), skimage.data.astronaut()[::4, ::4, ::-1])
+    assert main(["run", str(folder), "--weights", str(checkpoint), "--fast", "--device", "cpu",
+                 *(["--quiet"] if quiet else [])]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\nfake: error" not in out
+    assert "a\\nfake: error\\x1b[31m.png" in out.splitlines()[0]
