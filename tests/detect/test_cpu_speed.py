@@ -2,8 +2,9 @@
 
 Plain path = what the paper's pipeline computes: a GoogLeNet with its BatchNorm layers, NCHW crops from
 ``iter_warped`` (mean fill) normalised by ``normalize``, fp32. The optimised path (``Ensemble.classify``
-after ``fold_batchnorm_``): BatchNorm folded, channels_last, crops normalised inside the warp
-(``iter_normalized``), repeated boxes classified once, bf16 only where the CPU has it natively.
+after ``prepare_for_inference_``): BatchNorm folded, conv + ReLU as one oneDNN kernel, channels_last, crops
+normalised inside the warp (``iter_normalized``), repeated boxes classified once, bf16 only where the CPU
+has it natively.
 
 Tolerances (float32 rounding; probabilities are in 0..1): crops 1e-4 (values in about -2.2..2.7),
 probabilities 1e-4, detections: same boxes and labels, scores 1e-4. bf16 (emulated here when the CPU lacks
@@ -25,7 +26,8 @@ import pytest
 import skimage.data
 import torch
 
-from backbone.fuse import fold_batchnorm_
+from backbone.fuse import ConvReLU, prepare_for_inference_
+from backbone.googlenet import BasicConv2d, googlenet
 from detect import classifier as classifier_module
 from detect.classifier import Ensemble, RegionClassifier, autocast_dtype
 from detect.crops import CropConfig, iter_normalized, iter_warped, normalize
@@ -79,8 +81,8 @@ def members() -> list[RegionClassifier]:
 
 
 def _optimised(members: list[RegionClassifier]) -> Ensemble:
-    """What detect.pipeline.load_detector + Detector do on the CPU: fold, then channels_last."""
-    return Ensemble([fold_batchnorm_(copy.deepcopy(m)) for m in members]).to("cpu")
+    """What detect.pipeline.load_detector + Detector do on the CPU: fold and fuse, then channels_last."""
+    return Ensemble([prepare_for_inference_(copy.deepcopy(m)) for m in members]).to("cpu")
 
 
 def test_normalised_warp_equals_warp_then_normalize():
@@ -148,3 +150,24 @@ def test_bf16_probabilities_close_to_fp32(members, monkeypatch):
     assert torch.allclose(bf16.sum(1), torch.ones(len(boxes)), atol=1e-5)
     assert (bf16 - fp32).abs().mean() < 0.05
     assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() >= 0.8
+
+
+@pytest.mark.parametrize("variant", ["torchvision", "paper"])
+def test_conv_relu_fusion_equals_plain(variant):
+    torch.manual_seed(0)
+    model = googlenet(variant=variant, num_classes=10, aux_logits=False).eval()
+    fused = prepare_for_inference_(copy.deepcopy(model))
+    n_convs = sum(isinstance(m, BasicConv2d) for m in model.modules())
+    assert sum(isinstance(m, ConvReLU) for m in fused.modules()) == n_convs == 57
+    assert not any(isinstance(m, (BasicConv2d, torch.nn.BatchNorm2d)) for m in fused.modules())
+    if variant == "paper":  # nothing folded: the parameters are the same tensors under the same names
+        assert fused.state_dict().keys() == model.state_dict().keys()
+    x = torch.randn(3, 3, 96, 96)
+    with torch.inference_mode():
+        plain, fast = model(x), fused(x.contiguous(memory_format=torch.channels_last))
+        assert plain.abs().max() > 0
+        assert ((fast - plain).abs().max() / plain.abs().max()) < 1e-4
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast: conv then ReLU, as before
+            assert (fused(x).float() - plain).abs().max() / plain.abs().max() < 0.05
+    grad_x = x.clone().requires_grad_()
+    assert fused(grad_x).requires_grad  # with gradients: the plain ops, differentiable
