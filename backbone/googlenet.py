@@ -331,6 +331,11 @@ class GoogLeNet(nn.Module):
         # N x num_classes
         return TrainOutputs(logits, aux1, aux2)
 
+    def get_classifier(self) -> nn.Module:
+        """The final classifier layer (timm's face): ``nn.Linear(1024, num_classes)``, or ``nn.Identity``
+        after ``reset_classifier(0)``."""
+        return self.fc
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier (and the auxiliary heads' last layers) with fresh ``num_classes`` outputs.
 

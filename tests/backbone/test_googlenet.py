@@ -98,13 +98,16 @@ def test_forward_features_is_about_one_32nd_of_the_input(size):
 
 def test_reset_classifier_changes_every_head():
     model = googlenet(variant="paper", num_classes=5)
+    assert model.get_classifier() is model.fc and model.get_classifier().out_features == 5  # timm's face
     model.reset_classifier(7)
     assert model.num_classes == 7 and model.config.num_classes == 7
+    assert model.get_classifier().out_features == 7
     out = model.eval().forward_train(torch.zeros(1, 3, 64, 64))
     assert out.logits.shape == out.aux1.shape == out.aux2.shape == (1, 7)
     assert float(model.fc.bias.detach().abs().sum()) == 0.0  # classifier biases start at 0
     model.reset_classifier(0)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1024)  # timm: 0 classes -> pooled features
+    assert isinstance(model.get_classifier(), torch.nn.Identity)
 
 
 def test_no_aux_heads_when_not_asked():
