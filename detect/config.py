@@ -22,7 +22,7 @@ class DetectorConfig:
     score_threshold: float = 0.01     # drop detections below this probability (low: AP wants recall)
     max_detections: int = 100         # per image, after NMS (COCO's evaluation uses 100)
     batch_size: int = 256             # crops per forward pass
-    amp: bool = True                  # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True                  # bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16/AMX); False = fp32
     compile: bool = False             # torch.compile the classifiers (CUDA: ~2x crops/s, ~30 s start-up)
     max_pixels: int = MAX_PIXELS      # refuse larger images (see backbone.images)
     seed: int = 0                     # selective search's ranking randomness

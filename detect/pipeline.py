@@ -296,10 +296,10 @@ def load_detector(weights: Sequence[str] | None, config: DetectorConfig = Detect
         except InputError as err:  # offline and no file: say how to see the detector work without it
             raise InputError(err.path, f"{err.problem}; or run 'detect demo' to train and run the detector "
                                        "offline on synthetic shapes") from None
-    from backbone.fuse import fold_batchnorm_
+    from backbone.fuse import prepare_for_inference_
 
     for member in classifier.members:  # inference only: BatchNorm folded into the convs
-        fold_batchnorm_(member.model)
+        prepare_for_inference_(member.model)
     multibox = None
     if multibox_weights:
         from proposals.multibox import load_multibox

@@ -151,14 +151,14 @@ class DetectionValidation:
 
     def detections(self, model: nn.Module) -> dict[Any, Any]:
         """``{image_id: Detections}`` of the model's region classifier on every validation image."""
-        from backbone.fuse import fold_batchnorm_
+        from backbone.fuse import prepare_for_inference_
         from detect.classifier import Ensemble
         from proposals.cache import load_cached
 
         if self._proposals is None:
             self._proposals = [load_cached(self.folder, r.image_id) for r in self.dataset.records]
         classifier = copy.deepcopy(getattr(model, "classifier", model))
-        fold_batchnorm_(classifier.model)  # as load_detector does for `detect eval --weights`
+        prepare_for_inference_(classifier.model)  # as load_detector does for `detect eval --weights`
         device = next(classifier.parameters()).device
         detector = Detector(Ensemble([classifier]), self.config, device=device)
         dets = {}

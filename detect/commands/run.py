@@ -78,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the classifiers: about 2x faster on GPU after ~30 s of compiling "
                              "(worth it for folders, not for one image)")
+    parser.add_argument("--fp32", action="store_true",
+                        help="no bf16 autocast (default: bf16 on CUDA and on CPUs with AVX-512 BF16 or AMX, "
+                             "fp32 elsewhere)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s = "
                                                          "cuda if usable)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.json", help="COCO-results JSON to write")
@@ -259,7 +262,7 @@ def _check_options(args: argparse.Namespace) -> DetectorConfig:
         return DetectorConfig(
             proposals=args.proposals, fast=args.fast, nms_iou=args.nms_iou, score_threshold=args.keep_threshold,
             max_detections=args.max_detections, superpixel_scale=args.superpixel_scale,
-            batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile)
+            batch_size=args.batch_size, max_pixels=args.max_pixels, compile=args.compile, amp=not args.fp32)
     except ValueError as err:  # an option out of range
         raise InputError(None, str(err).replace("--score-threshold", "--keep-threshold")) from None
 
@@ -393,7 +396,10 @@ def main(args: argparse.Namespace) -> int:
     if args.classes:
         detector.config = replace(detector.config, classes=resolve_classes(args.classes, names, category_ids))
     if shard.is_main:
-        mode = "fast mode" if config.fast else "paper mode"
+        from detect.classifier import autocast_dtype
+
+        mode = ("fast mode" if config.fast else "paper mode") + (
+            ", bf16" if autocast_dtype(device, config.amp) is not None else ", fp32")
         ranks = f" x {shard.world} ranks" if shard.world > 1 else ""
         resumed = f" ({already} done earlier: resuming)" if already else ""
         log.info("detect run: %d image%s%s | model %s | device %s | proposals: %s | %s | %d worker%s%s",

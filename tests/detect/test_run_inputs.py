@@ -162,6 +162,17 @@ def test_start_line_says_what_runs(checkpoint, photos, capsys):
     assert "1 image |" in line and "rc.pt, 3 classes" in line and "fast mode" in line
     assert "device cpu (" in line  # auto on a machine without usable CUDA says why
     assert "no --multibox-weights" in line and "--weights for" not in line
+    from detect.classifier import cpu_has_native_bf16
+
+    assert ("fast mode, bf16" if cpu_has_native_bf16() else "fast mode, fp32") in line
+
+
+def test_fp32_flag_turns_autocast_off(checkpoint, photos, tmp_path, capsys):
+    out = tmp_path / "d.json"
+    assert main(["run", str(photos / "a" / "000000000001.jpg"), "--weights", str(checkpoint), "--fast",
+                 "--device", "cpu", "--quiet", "--fp32", "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".run.json").read_text())["config"]["amp"] is False
+    assert "fast mode, fp32" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
