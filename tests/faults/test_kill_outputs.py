@@ -80,7 +80,9 @@ def test_killed_detect_run_leaves_no_half_json(photos, tmp_path, tiny_region_cla
                         delay=0.4, read_log=reads)
     kill_when(proc, lambda: lines(reads) >= 3)
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("dets", ".dets")))
-    assert leftovers == [], f"a killed run left {leftovers}"
+    # only the per-image results that --resume continues from (issue 12), never a half-written dets.json
+    assert leftovers == ["dets.json.parts"], f"a killed run left {leftovers}"
+    assert not list((tmp_path / "dets.json.parts").glob("*.tmp"))
 
 
 @pytest.fixture()
