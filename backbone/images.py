@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from backbone.config import IMAGE_SUFFIXES, MAX_PIXELS  # noqa: F401  (re-exported; defined torch- and cv2-free)
 from backbone.errors import InputError
+from backbone.safeio import read_checked
 
 #: Formats decoded (name -> the Pillow format names that agree with it). The format is told from the
 #: file's first bytes (:func:`sniff_format`), as OpenCV tells it, not from its suffix.
@@ -172,16 +173,7 @@ def _read_file(p: Path, max_pixels: int) -> bytes:
     if st.st_size > limit:
         raise InputError(p, f"file is {st.st_size / 1e6:.0f} MB, above the {limit / 1e6:.0f} MB limit for an "
                             f"image of at most {max_pixels / 1e6:.0f} MP; raise --max-pixels")
-    try:
-        with open(p, "rb") as f:
-            data = f.read(limit + 1)
-    except PermissionError:
-        raise InputError(p, "permission denied") from None
-    except OSError as err:
-        raise InputError(p, f"cannot read ({err.strerror or err})") from None
-    if len(data) > limit:
-        raise InputError(p, f"file grew above the {limit / 1e6:.0f} MB limit while read")
-    return data
+    return read_checked(p, max_bytes=limit, what="file")
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:

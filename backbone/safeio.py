@@ -74,15 +74,21 @@ def read_bytes(path: str | os.PathLike, *, max_bytes: int, what: str = "file") -
     (a file that grows while read is refused too)."""
     p = Path(path)
     regular_file(p, max_bytes=max_bytes, what=what)
+    return read_checked(p, max_bytes=max_bytes, what=what)
+
+
+def read_checked(path: Path, *, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of ``path``, a regular file its caller has already checked, never more than ``max_bytes``
+    (a file that grew since it was checked is refused); one InputError for an unreadable file."""
     try:
-        with open(p, "rb") as f:
+        with open(path, "rb") as f:
             data = f.read(max_bytes + 1)
     except PermissionError:
-        raise InputError(p, "permission denied") from None
+        raise InputError(path, "permission denied") from None
     except OSError as err:
-        raise InputError(p, f"cannot read ({err.strerror or err})") from None
+        raise InputError(path, f"cannot read ({err.strerror or err})") from None
     if len(data) > max_bytes:
-        raise InputError(p, f"{what} is above the {max_bytes / 1e6:.0f} MB limit")
+        raise InputError(path, f"{what} grew above the {max_bytes / 1e6:.0f} MB limit while read")
     return data
 
 

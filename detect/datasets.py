@@ -42,6 +42,7 @@ from torch import Tensor
 
 from backbone.errors import InputError, has_control, short_repr
 from backbone.safeio import load_json, read_bytes
+from detect.cocojson import check_fields, check_id, is_id, is_number, require_list
 
 log = logging.getLogger(__name__)
 
@@ -141,38 +142,7 @@ def _warn_dropped(source: Path, dropped: int) -> None:
                     source, dropped)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 # ----------------------------------------------------------------------------------------------- COCO
-def _require_list(path: Path, data: dict, key: str) -> list:
-    if key not in data:
-        raise InputError(path, f"not a COCO instances file: no '{key}' field")
-    if not isinstance(data[key], list):
-        raise InputError(path, f"'{key}' must be a list")
-    return data[key]
-
-
-def _check_fields(path: Path, kind: str, item: Any, fields: Sequence[str]) -> None:
-    if not isinstance(item, dict):
-        raise InputError(path, f"each entry of '{kind}s' must be an object, got {type(item).__name__}")
-    for name in fields:
-        if name not in item:
-            ident = f" id {short_repr(item['id'])}" if "id" in item else ""
-            raise InputError(path, f"{kind}{ident} has no '{name}' field")
-
-
-def _is_id(value: Any) -> bool:
-    """An id is an int (not a bool) or a string."""
-    return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
-
-
-def _check_id(path: Path, value: Any, what: str) -> Any:
-    if not _is_id(value):
-        raise InputError(path, f"{what} {short_repr(value)} is a {type(value).__name__}, expected an integer or "
-                               "a string")
-    return value
 
 
 def _check_side(path: Path, img: dict) -> tuple[int, int]:
@@ -228,15 +198,15 @@ def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None =
     if not isinstance(data, dict):
         raise InputError(path, "not a COCO instances file: expected a JSON object with 'images', "
                                "'annotations' and 'categories'")
-    images_list = _require_list(path, data, "images")
-    anns = _require_list(path, data, "annotations")
-    cats = _require_list(path, data, "categories")
+    images_list = require_list(path, data, "images")
+    anns = require_list(path, data, "annotations")
+    cats = require_list(path, data, "categories")
     image_root = Path(images).resolve() if images is not None else path.parent
 
     categories: dict[int | str, str] = {}
     for cat in cats:
-        _check_fields(path, "category", cat, ("id", "name"))
-        _check_id(path, cat["id"], "category id")
+        check_fields(path, "category", cat, ("id", "name"))
+        check_id(path, cat["id"], "category id")
         if cat["id"] in categories:
             raise InputError(path, f"duplicate category id {short_repr(cat['id'])}")
         if not isinstance(cat["name"], str) or has_control(cat["name"]):
@@ -250,8 +220,8 @@ def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None =
 
     infos: dict[Any, dict] = {}
     for img in images_list:
-        _check_fields(path, "image", img, ("id", "file_name", "width", "height"))
-        _check_id(path, img["id"], "image id")
+        check_fields(path, "image", img, ("id", "file_name", "width", "height"))
+        check_id(path, img["id"], "image id")
         if img["id"] in infos:
             raise InputError(path, f"duplicate image id {short_repr(img['id'])}")
         _check_side(path, img)
@@ -263,18 +233,18 @@ def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None =
     per_image: dict[Any, tuple[list, list, list]] = {i: ([], [], []) for i in infos}
     seen_ann: set = set()
     for ann in anns:
-        _check_fields(path, "annotation", ann, ("id", "image_id", "category_id", "bbox"))
-        ident = short_repr(_check_id(path, ann["id"], "annotation id"))
+        check_fields(path, "annotation", ann, ("id", "image_id", "category_id", "bbox"))
+        ident = short_repr(check_id(path, ann["id"], "annotation id"))
         if ann["id"] in seen_ann:
             raise InputError(path, f"duplicate annotation id {ident}")
         seen_ann.add(ann["id"])
-        if not _is_id(ann["image_id"]) or ann["image_id"] not in per_image:
+        if not is_id(ann["image_id"]) or ann["image_id"] not in per_image:
             raise InputError(path, f"annotation id {ident} refers to unknown image id {short_repr(ann['image_id'])}")
-        if not _is_id(ann["category_id"]) or ann["category_id"] not in label_of:
+        if not is_id(ann["category_id"]) or ann["category_id"] not in label_of:
             raise InputError(path, f"annotation id {ident} refers to unknown category id "
                                    f"{short_repr(ann['category_id'])}")
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
             raise InputError(path, f"annotation id {ident} has bbox {short_repr(bbox)}, expected [x, y, w, h] "
                                    "numbers")
         crowd_flag = ann.get("iscrowd", 0)

@@ -37,6 +37,7 @@ import numpy as np
 
 from backbone.errors import InputError, has_control, short_repr
 from backbone.safeio import load_json
+from detect.cocojson import check_fields, check_id, is_id, is_number, require_list
 from detect.evaluation.cocoeval import (IOU_THRESHOLDS, RECALL_THRESHOLDS, CocoEvalArrays, DetectionBoxes,
                                         GroundTruthBoxes, evaluate_boxes)
 
@@ -153,41 +154,9 @@ class CocoGroundTruth:
         return len(self.image_ids)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-
 def _numeric_types(types: set[type]) -> bool:
     """Every type a number type (int, float and their subclasses such as numpy's float64), none bool."""
     return all(issubclass(t, (int, float)) and not issubclass(t, bool) for t in types)
-
-
-def _require_list(path: Path, data: dict, key: str) -> list:
-    if key not in data:
-        raise InputError(path, f"not a COCO instances file: no '{key}' field")
-    if not isinstance(data[key], list):
-        raise InputError(path, f"'{key}' must be a list")
-    return data[key]
-
-
-def _check_fields(path: Path, kind: str, item: Any, fields: Sequence[str]) -> None:
-    if not isinstance(item, dict):
-        raise InputError(path, f"each entry of '{kind}s' must be an object, got {type(item).__name__}")
-    for name in fields:
-        if name not in item:
-            ident = f" id {short_repr(item['id'])}" if "id" in item else ""
-            raise InputError(path, f"{kind}{ident} has no '{name}' field")
-
-
-def _is_id(value: Any) -> bool:
-    """An id is an int (not a bool) or a string, as :func:`detect.datasets.read_coco` requires."""
-    return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
-
-
-def _check_id(path: Path, value: Any, what: str) -> None:
-    if not _is_id(value):
-        raise InputError(path, f"{what} {short_repr(value)} is a {type(value).__name__}, expected an integer or "
-                               "a string")
 
 
 def _one_kind(path: Path, ids: Any, what: str) -> None:
@@ -211,11 +180,11 @@ def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
     if not isinstance(data, dict):
         raise InputError(path, "not a COCO instances file: expected a JSON object with 'images', "
                                "'annotations' and 'categories'")
-    images, anns, cats = (_require_list(path, data, key) for key in ("images", "annotations", "categories"))
+    images, anns, cats = (require_list(path, data, key) for key in ("images", "annotations", "categories"))
     names: dict[Any, str] = {}
     for cat in cats:
-        _check_fields(path, "category", cat, ("id", "name"))
-        _check_id(path, cat["id"], "category id")
+        check_fields(path, "category", cat, ("id", "name"))
+        check_id(path, cat["id"], "category id")
         if cat["id"] in names:
             raise InputError(path, f"duplicate category id {short_repr(cat['id'])}")
         if not isinstance(cat["name"], str) or has_control(cat["name"]):
@@ -225,8 +194,8 @@ def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
     _one_kind(path, names, "category")
     files: dict[Any, str] = {}
     for img in images:
-        _check_fields(path, "image", img, ("id", "file_name", "width", "height"))
-        _check_id(path, img["id"], "image id")
+        check_fields(path, "image", img, ("id", "file_name", "width", "height"))
+        check_id(path, img["id"], "image id")
         if not isinstance(img["file_name"], str) or has_control(img["file_name"]):
             raise InputError(path, f"image id {short_repr(img['id'])} has file_name {short_repr(img['file_name'])}, "
                                    "expected a string without control characters")
@@ -244,22 +213,22 @@ def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
     evaluated = sorted(chosen)
     img_index = {i: n for n, i in enumerate(evaluated)}
     for ann in anns:  # the checks first, in one pass (a bad file fails before any array is built)
-        _check_fields(path, "annotation", ann, ("id", "image_id", "category_id", "bbox"))
-        _check_id(path, ann["id"], "annotation id")
+        check_fields(path, "annotation", ann, ("id", "image_id", "category_id", "bbox"))
+        check_id(path, ann["id"], "annotation id")
     ids = [ann["id"] for ann in anns]
     if len(set(ids)) != len(ids):
         seen: set = set()
         raise InputError(path, f"duplicate annotation id {short_repr(next(i for i in ids if i in seen or seen.add(i)))}")
     rows = []
     for ann in anns:
-        if not _is_id(ann["image_id"]) or ann["image_id"] not in files:
+        if not is_id(ann["image_id"]) or ann["image_id"] not in files:
             raise InputError(path, f"annotation id {short_repr(ann['id'])} refers to unknown image id "
                                    f"{short_repr(ann['image_id'])}")
-        if not _is_id(ann["category_id"]) or ann["category_id"] not in cat_index:
+        if not is_id(ann["category_id"]) or ann["category_id"] not in cat_index:
             raise InputError(path, f"annotation id {short_repr(ann['id'])} refers to unknown category id "
                                    f"{short_repr(ann['category_id'])}")
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
             raise InputError(path, f"annotation id {short_repr(ann['id'])} has bbox {short_repr(bbox)}, "
                                    "expected [x, y, w, h] numbers")
         n = img_index.get(ann["image_id"])
@@ -269,7 +238,7 @@ def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
             if type(crowd) is not int or crowd not in (0, 1):
                 raise InputError(path, f"annotation id {short_repr(ann['id'])} has iscrowd {short_repr(crowd)}, "
                                        "expected 0 or 1")
-            if not _number(area):
+            if not is_number(area):
                 raise InputError(path, f"annotation id {short_repr(ann['id'])} has area {short_repr(area)}, "
                                        "expected a number")
             rows.append((n, cat_index[ann["category_id"]], *bbox, area, crowd == 1,
