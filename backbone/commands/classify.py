@@ -54,16 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse larger images (default: %(default)s)")
 
 
-def _batches(paths: list[Path], preprocessing, max_pixels: int, strict: bool,
+def _batches(paths: list[Path | str], preprocessing, max_pixels: int, strict: bool,
              bad: list[Path]) -> Iterator[tuple[list[Path], list]]:
     """Read and preprocess ``BATCH`` images at a time; bad ones are reported (one stderr line), recorded
     in ``bad`` and skipped, or raised with ``strict``."""
-    from backbone.images import read_image
+    from backbone.inputs import read_input  # files, or http(s) URLs downloaded to a temporary file
 
     chunk_paths, chunk = [], []
     for path in paths:
         try:
-            chunk.append(preprocessing(read_image(path, max_pixels=max_pixels)))
+            chunk.append(preprocessing(read_input(path, max_pixels=max_pixels)))
         except InputError as err:
             if strict:
                 raise

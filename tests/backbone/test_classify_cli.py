@@ -190,3 +190,29 @@ def test_cuda_gives_the_cpu_probabilities(capsys, photo, ckpt):
     assert results["cpu"].keys() == results["cuda"].keys()
     for name, p in results["cpu"].items():  # cuDNN convolutions use TF32 by default: ~1e-4 apart on an H100
         assert results["cuda"][name] == pytest.approx(p, abs=1e-3)
+
+
+def test_classify_a_url_from_a_local_server(capsys, tmp_path, photo, ckpt):
+    """An http URL is downloaded and classified like the file it serves; a missing one is one line (exit 1)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(photo.parent)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        code, from_file, err = _run(capsys, photo, "--weights", ckpt, "--json")
+        assert code == 0, err
+        code, out, err = _run(capsys, f"{base}/{photo.name}", f"{base}/missing.png", "--weights", ckpt, "--json")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    (result,) = json.loads(out)
+    assert code == 1 and result["image"] == f"{base}/{photo.name}"
+    assert result["top"] == json.loads(from_file)[0]["top"]
+    assert f"backbone: error: {base}/missing.png:" in err
