@@ -24,46 +24,16 @@ use it (as :class:`detect.classifier.Ensemble` does) whenever the proposal count
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Iterator, Sequence
 
 import torch
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
+from detect.config import CropConfig  # noqa: F401  (re-exported; defined torch-free)
+
 #: ImageNet mean (RGB) in the 0..255 range: the default fill, as R-CNN filled with its mean image.
 IMAGENET_MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-
-
-@dataclass(frozen=True)
-class CropConfig:
-    """How regions are cut out for the region classifier (stored in every region-classifier checkpoint).
-
-    Attributes:
-        size: side of the square crop in pixels. 224 = GoogLeNet's input (paper Table 1).
-        padding: context pixels around the box at the warped size. 16 = R-CNN's choice (R-CNN appendix A);
-            the GoogLeNet paper does not state one.
-        sampling_ratio: bilinear samples per output pixel and axis, as in ``roi_align``; 0 = adaptive
-            (``ceil(box_side / size)``, antialiasing large boxes), 1 = plain bilinear like ``cv2.resize``.
-    """
-
-    size: int = 224
-    padding: int = 16
-    sampling_ratio: int = 0
-
-    def __post_init__(self) -> None:
-        if self.size < 1 or self.padding < 0 or 2 * self.padding >= self.size:
-            raise ValueError(f"invalid crop: size {self.size}, padding {self.padding} "
-                             "(need size >= 1 and 0 <= 2 * padding < size)")
-        if self.sampling_ratio < 0:
-            raise ValueError(f"sampling_ratio must be >= 0, got {self.sampling_ratio}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(d: dict) -> "CropConfig":
-        return CropConfig(**{k: d[k] for k in ("size", "padding", "sampling_ratio") if k in d})
 
 
 def dilate_boxes(boxes: torch.Tensor, *, size: int = 224, padding: int = 16) -> torch.Tensor:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,63 +34,13 @@ from torchvision.ops import box_iou, clip_boxes_to_image, remove_small_boxes
 
 from backbone.googlenet import googlenet_loss
 from backbone.images import read_image
+from detect.config import RegionSamplingConfig  # noqa: F401  (re-exported; defined torch-free)
 from detect.crops import CropConfig, image_to_tensor, normalize, warp_regions
 
 log = logging.getLogger(__name__)
 
 #: label of a region that is neither positive nor background (left out of training)
 UNUSED = -1
-
-
-@dataclass(frozen=True)
-class RegionSamplingConfig:
-    """How training regions are labelled and sampled (R-CNN section 2.3 defaults).
-
-    Attributes:
-        fg_iou: positives have IoU >= this with a ground-truth box (R-CNN: 0.5).
-        bg_iou_low, bg_iou_high: background has max IoU in ``[low, high)`` (R-CNN fine-tuning: [0, 0.5));
-            raising ``low`` (e.g. 0.1) trains on harder background, as Fast R-CNN did.
-        positives_fraction: share of positives in a batch (R-CNN: 32 of 128 = 0.25).
-        include_gt: ground-truth boxes are positives too (R-CNN: yes).
-        mirror: random horizontal flip of each crop (R-CNN fine-tuning: yes).
-        background_from: ``"image"`` = a group's background comes from the image of its positive (one
-            image read per group), ``"any"`` = from random images of the whole set (R-CNN's window layer).
-        min_size: proposals narrower or lower than this many pixels are dropped.
-        near_background_fraction: share of a group's background drawn from the *near* background — regions
-            whose IoU with a ground-truth box is in ``[near_background_iou, bg_iou_high)``: parts of objects,
-            loose boxes, neighbours — when the image has any (0 = R-CNN's uniform draw). Uniform draws are
-            mostly far from every object, so a classifier trained on them alone scores a box at IoU 0.6 with
-            an object nearly as high as the tight box, and a part of one shape as another shape; without
-            bounding-box regression that costs AP at IoU > 0.5 (README "Learning from scratch").
-        near_background_iou: lower IoU bound of the near background.
-    """
-
-    fg_iou: float = 0.5
-    bg_iou_low: float = 0.0
-    bg_iou_high: float = 0.5
-    positives_fraction: float = 0.25
-    include_gt: bool = True
-    mirror: bool = True
-    background_from: str = "image"
-    min_size: float = 2.0
-    near_background_fraction: float = 0.0
-    near_background_iou: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.bg_iou_low < self.bg_iou_high <= self.fg_iou <= 1.0:
-            raise ValueError("need 0 <= bg_iou_low < bg_iou_high <= fg_iou <= 1, got "
-                             f"{self.bg_iou_low}, {self.bg_iou_high}, {self.fg_iou}")
-        if not 0.0 < self.positives_fraction < 1.0:
-            raise ValueError(f"positives_fraction must be in (0, 1), got {self.positives_fraction}")
-        if not 0.0 <= self.near_background_fraction <= 1.0:
-            raise ValueError(f"near_background_fraction must be in [0, 1], got {self.near_background_fraction}")
-        if not 0.0 <= self.near_background_iou < self.bg_iou_high:
-            raise ValueError(f"near_background_iou must be in [0, bg_iou_high), got {self.near_background_iou}")
-        if self.background_from not in ("image", "any"):
-            raise ValueError(f"background_from must be 'image' or 'any', got {self.background_from!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from backbone.errors import InputError
+from detect.config import CropConfig, RegionSamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ SCRATCH_LR, SCRATCH_POLYAK = 0.01, 0.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    crop, rs = CropConfig(), RegionSamplingConfig()  # the defaults shown are the configs' (detect/config.py)
     data = parser.add_argument_group("data")
     data.add_argument("--annotations", required=True, type=Path,
                       help="COCO instances JSON, or a folder of VOC/ILSVRC XML files")
@@ -69,17 +71,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--variant", choices=["paper", "torchvision"], default=None,
                        help="GoogLeNet variant (default: torchvision for imagenet and for none — its BatchNorm "
                             "lets a random init learn in a few epochs —, the file's for a path)")
-    model.add_argument("--crop-size", type=int, default=224, help="warped region side in px (default: 224)")
-    model.add_argument("--padding", type=int, default=16, help="context px at the warped size (R-CNN: 16)")
+    model.add_argument("--crop-size", type=int, default=crop.size, help="warped region side in px (default: %(default)s)")
+    model.add_argument("--padding", type=int, default=crop.padding,
+                       help="context px at the warped size (default: %(default)s, R-CNN's)")
 
     sampling = parser.add_argument_group("region sampling (R-CNN defaults)")
-    sampling.add_argument("--positives-fraction", type=float, default=0.25, help="32 of 128 (default: 0.25)")
-    sampling.add_argument("--fg-iou", type=float, default=0.5, help="positive IoU (default: 0.5)")
-    sampling.add_argument("--bg-iou-low", type=float, default=0.0, help="background IoU in [LOW, fg-iou)")
-    sampling.add_argument("--background-from", choices=["image", "any"], default="image",
+    sampling.add_argument("--positives-fraction", type=float, default=rs.positives_fraction,
+                          help="(default: %(default)s = R-CNN's 32 of 128)")
+    sampling.add_argument("--fg-iou", type=float, default=rs.fg_iou, help="positive IoU (default: %(default)s)")
+    sampling.add_argument("--bg-iou-low", type=float, default=rs.bg_iou_low, help="background IoU in [LOW, fg-iou)")
+    sampling.add_argument("--background-from", choices=["image", "any"], default=rs.background_from,
                           help="background of a group from the positive's image or any image")
     sampling.add_argument("--no-mirror", action="store_true", help="no random horizontal flips")
-    sampling.add_argument("--near-background", type=float, default=0.0, metavar="F",
+    sampling.add_argument("--near-background", type=float, default=rs.near_background_fraction, metavar="F",
                           help="share of background regions drawn from those overlapping an object by IoU in "
                                "[0.1, fg-iou): parts and loose boxes, which teaches the classifier to prefer tight "
                                "boxes (default: %(default)s = R-CNN's uniform draw)")
@@ -148,9 +152,8 @@ def _proposals(args: argparse.Namespace, records: list) -> list:
 def main(args: argparse.Namespace) -> int:
     from backbone.engine import TrainConfig, seed_everything, train
     from detect.classifier import RegionClassifier
-    from detect.crops import CropConfig
     from detect.datasets import read_dataset
-    from detect.regions import RegionDataset, RegionLoss, RegionSamplingConfig, TrainView, collate_regions
+    from detect.regions import RegionDataset, RegionLoss, TrainView, collate_regions
 
     try:
         crop = CropConfig(size=args.crop_size, padding=args.padding)
