@@ -36,15 +36,13 @@ from torch import Tensor, nn
 from backbone.errors import InputError, short_repr
 from backbone.googlenet import GoogLeNet, googlenet
 from backbone.preprocess import Preprocessing
+from detect.config import MAX_CROP_SIZE
 from detect.crops import CropConfig, iter_normalized
 from detect.zeroshot import ZeroShotMap, load_zeroshot_map
 
 log = logging.getLogger(__name__)
 
 TASK = "region_classifier"
-#: Largest crop side a checkpoint may ask for: GoogLeNet's input is 224 (Table 1); a batch of 256 crops at
-#: 512 px is 0.8 GB (1500 px took 7.5 GB before it was refused).
-MAX_CROP_SIZE = 512
 #: Most bilinear samples per output pixel and axis a checkpoint may ask for (0 = adaptive).
 MAX_SAMPLING_RATIO = 16
 #: Name stored for output 0 in checkpoints (the checkpoint format wants one name per output).

@@ -10,6 +10,10 @@ from typing import Any
 
 from backbone.config import MAX_PIXELS
 
+#: Largest crop side accepted, from the command line and from checkpoints: GoogLeNet's input is 224 (Table
+#: 1); a batch of 256 crops at 512 px is 0.8 GB (1500 px took 7.5 GB before it was refused).
+MAX_CROP_SIZE = 512
+
 
 @dataclass(frozen=True)
 class DetectorConfig:
@@ -66,6 +70,8 @@ class CropConfig:
     sampling_ratio: int = 0
 
     def __post_init__(self) -> None:
+        if not 1 <= self.size <= MAX_CROP_SIZE:
+            raise ValueError(f"crop size {self.size} is out of range (1 to {MAX_CROP_SIZE} px; GoogLeNet's input is 224)")
         if self.size < 1 or self.padding < 0 or 2 * self.padding >= self.size:
             raise ValueError(f"invalid crop: size {self.size}, padding {self.padding} "
                              "(need size >= 1 and 0 <= 2 * padding < size)")

@@ -171,3 +171,13 @@ def test_bad_validation_options_are_one_line(tmp_path, capsys, extra, message):
     assert main(_train_argv(tmp_path, "run", *extra)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("detect: error:") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("size", ["5000", "0"])
+def test_crop_size_out_of_range_is_one_line_before_anything_is_read(tmp_path, capsys, size):
+    """`--crop-size 5000` would allocate 300 MB per crop: refused in one line, as a checkpoint asking for it
+    is (issue 13), before the annotations are read (they do not exist here)."""
+    code = main(["train", "--annotations", str(tmp_path / "absent.json"), "--images", str(tmp_path),
+                 "--crop-size", size, "--padding", "0", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "crop size" in err and "absent.json" not in err and "\n" not in err
