@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,7 +60,6 @@ CONFUSION_MIN_SCORE = 0.25
 #: Exit codes, as `detect run`'s (see the module docstring).
 EXIT_SKIPPED = 1
 EXIT_NOTHING = 2
-EXIT_INTERRUPTED = 130
 #: Files written under --out (checked before any work starts).
 OUTPUT_FILES = ("summary.json", "confusion.csv", "detections.json", "detections.ilsvrc.txt", "detections.run.json")
 
@@ -359,7 +357,7 @@ def _detect(args: argparse.Namespace, dataset: DetectionDataset, keep: list[int]
     """
     from backbone.device import describe_device, resolve_device
     from detect import runstore
-    from detect.commands.run import _model_phrase, _Printer, _proposal_phrase, _summary, capped_workers
+    from detect.commands.run import _interrupted, _model_phrase, _Printer, _proposal_phrase, _summary, capped_workers
     from detect.pipeline import DetectorConfig, load_detector
     from detect.sharding import barrier, finish, init_shard, local_device
 
@@ -432,13 +430,7 @@ def _detect(args: argparse.Namespace, dataset: DetectionDataset, keep: list[int]
                 elapsed = time.perf_counter() - start
                 log.info("progress: %s/%s images (%.2f s/image)", f"{n:,}", f"{len(mine):,}", elapsed / n)
     except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        done = counts["ok"] + counts["skipped"] + len(store.done if store else ())
-        hint = (f"; results so far are in {_parts(args)}: rerun with --resume to continue"
-                if store is not None else "")
-        print(f"detect: interrupted after {done} of {len(files)} images{hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(bar, counts, store, len(files), _parts(args) if store else None)
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - start

@@ -436,13 +436,7 @@ def main(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.update()
     except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        done = counts["ok"] + counts["skipped"] + len(store.done if store else ())
-        hint = (f"; results so far are in {runstore.parts_folder(args.out)}: rerun with --resume to continue"
-                if store is not None else "")
-        print(f"detect: interrupted after {done} of {len(inputs)} images{hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(bar, counts, store, len(inputs), runstore.parts_folder(args.out) if store else None)
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - start
@@ -485,6 +479,17 @@ def _per_image_outputs(args, outcome, index: int, inputs: list, names: list[str]
     if args.save_txt is not None:
         write_bytes(args.save_txt / txt_names[index], txt_lines(outcome.result, category_ids).encode(),
                     inputs=protected)
+
+
+def _interrupted(bar, counts: dict, store, total: int, parts) -> int:
+    """Ctrl-C during a per-image loop (detect run, detect eval --weights): close the bar, say in one line how
+    far the run got and where its per-image results are kept, return the exit code 130."""
+    if bar is not None:
+        bar.close()
+    done = counts["ok"] + counts["skipped"] + len(store.done if store else ())
+    hint = f"; results so far are in {parts}: rerun with --resume to continue" if store is not None else ""
+    print(f"detect: interrupted after {done} of {total} images{hint}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _summary(ok: int, skipped: int, total: int, elapsed: float) -> int:
