@@ -68,6 +68,8 @@ class TrainConfig:
     weight_decay: float = 2e-4      # Caffe's bvlc_googlenet replica (the paper does not state it)
     lr_decay: float = 0.96          # section 6: "decreasing the learning rate by 4% ...
     lr_decay_every: int = 8         # ... every 8 epochs"
+    lr_schedule: str = "step"       # "step" (the above, per epoch) or "cosine" (per step, from lr to 0 over the run)
+    warmup_steps: int = 0           # linear warm-up from lr / 100 over this many first steps (0 = none)
     polyak: float = 0.9999          # section 6: Polyak averaging; EMA decay per step (0 = off, final = last)
     amp: bool = True                # autocast on CUDA (ignored on CPU)
     amp_dtype: str = "bfloat16"     # "bfloat16" (no loss scaling needed) or "float16" (with GradScaler)

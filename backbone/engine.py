@@ -216,11 +216,41 @@ def _setup_distributed(config: TrainConfig) -> _Dist:
 # Checkpoints
 
 
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+               steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate at every SGD step, as a factor of ``config.lr``, stepped once per step.
+
+    ``"step"``: the paper's decay (x ``lr_decay`` every ``lr_decay_every`` epochs); ``"cosine"``: from 1 down to 0
+    over the run (SGDR without restarts, Loshchilov & Hutter 2017), for short runs from scratch that should end
+    on small steps. Either is multiplied by a linear warm-up from 0.01 over the first ``warmup_steps`` steps
+    (detectron2's and ultralytics' warm-up), which lets a random init take a larger ``lr`` without diverging.
+    """
+    total = config.epochs * steps_per_epoch
+    if config.lr_schedule not in ("step", "cosine"):
+        raise InputError(None, f"lr_schedule must be 'step' or 'cosine', not {config.lr_schedule!r}")
+    if config.warmup_steps < 0:
+        raise InputError(None, f"warmup_steps must be >= 0, not {config.warmup_steps}")
+
+    def factor(step: int) -> float:
+        if config.lr_schedule == "cosine":
+            f = 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        else:
+            f = config.lr_decay ** (step // steps_per_epoch // config.lr_decay_every)
+        if step < config.warmup_steps:
+            f *= 0.01 + 0.99 * step / config.warmup_steps
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
     for key, old in saved.items():
         new = getattr(config, key, old)
         if new != old and key not in _RESUMABLE_CHANGES:
             raise InputError(path, f"was trained with {key}={old!r}, cannot resume with {key}={new!r}")
+    if saved.get("lr_schedule") == "cosine" and saved.get("epochs") != config.epochs:
+        raise InputError(path, f"its cosine schedule ends after {saved.get('epochs')} epochs, cannot resume with "
+                               f"epochs={config.epochs}")
 
 
 def _default_save_final(config: TrainConfig, meta: dict[str, Any] | None) -> SaveFinal:
@@ -300,7 +330,7 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
         averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.polyak), use_buffers=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch)
     use_amp = config.amp and device.type == "cuda"
     if config.amp_dtype not in ("bfloat16", "float16"):
         raise InputError(None, f"amp_dtype must be bfloat16 or float16, not {config.amp_dtype!r}")
@@ -339,6 +369,10 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise InputError(last_path, f"does not fit this model or optimizer ({first[:200]})") from None
         start_epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
+        # the schedule counts SGD steps (checkpoints written before it did counted epochs): restart it there
+        scheduler.last_epoch = global_step
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * scheduler.lr_lambdas[0](global_step)
         best = state.get("best")
         if best is not None and best_key is not None and best["metric"] != best_key:
             log.warning("%s: best.pt was chosen by %s, this run chooses by %s: starting the best over",
@@ -401,6 +435,7 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
             scaler.update()
             if averaged is not None:
                 averaged.update_parameters(model)
+            scheduler.step()
             global_step += 1
             count += 1
             for key, value in {"loss": loss, **metrics}.items():
@@ -419,7 +454,6 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
                 checkpoint(epoch, step + 1)
         bar.close()
         elapsed = time.perf_counter() - t0
-        scheduler.step()
         record = _epoch_record(sums, count, ctx, epoch=epoch + 1, lr=lr, elapsed=elapsed,
                                samples=count * config.batch_size, global_step=global_step, sample_unit=sample_unit)
         final = averaged.module if averaged is not None else model

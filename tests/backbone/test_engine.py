@@ -175,3 +175,71 @@ def test_cuda_bf16_autocast_and_channels_last(tmp_path):
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert next(result.model.parameters()).device.type == "cuda"
     assert torch.load(result.model_path, weights_only=True)["model"]["conv.weight"].dtype == torch.float32
+
+
+def _recorded_lrs(monkeypatch) -> list[float]:
+    """The learning rate of every SGD step the engine takes (recorded by wrapping ``SGD.step``)."""
+    seen: list[float] = []
+    step = torch.optim.SGD.step
+
+    def recording(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.SGD, "step", recording)
+    return seen
+
+
+def test_cosine_schedule_with_warmup_sets_every_steps_rate(tmp_path, monkeypatch):
+    """48 items / batch 8 = 6 steps per epoch, 2 epochs: T = 12 steps. Warm-up over 3 steps from lr / 100,
+    then cosine from 0.1 to 0 (worked out by hand below, not with the engine's function)."""
+    import math
+
+    seen = _recorded_lrs(monkeypatch)
+    cfg = tasks.tiny_config(epochs=2, polyak=0, lr_schedule="cosine", warmup_steps=3)
+    result = train(tasks.TinyNet(), tasks.NoisyDigits(48), tasks.classification_loss, cfg, tmp_path)
+    cosine = [0.1 * 0.5 * (1 + math.cos(math.pi * s / 12)) for s in range(12)]
+    warm = [0.01, 0.01 + 0.99 / 3, 0.01 + 0.99 * 2 / 3] + [1.0] * 9
+    assert seen == pytest.approx([c * w for c, w in zip(cosine, warm)], rel=1e-9, abs=1e-12)
+    assert seen[6] == pytest.approx(0.05)  # half way: half the rate
+    assert [r["lr"] for r in result.history] == pytest.approx([seen[0], seen[6]])
+
+
+def test_step_schedule_with_warmup(tmp_path, monkeypatch):
+    seen = _recorded_lrs(monkeypatch)
+    cfg = tasks.tiny_config(epochs=4, polyak=0, lr_decay=0.5, lr_decay_every=2, warmup_steps=2)
+    train(tasks.TinyNet(), tasks.NoisyDigits(48), tasks.classification_loss, cfg, tmp_path)
+    assert seen == pytest.approx([0.001, 0.1 * (0.01 + 0.99 / 2)] + [0.1] * 10 + [0.05] * 12)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_cosine_run_interrupted_and_resumed_equals_a_straight_one(tmp_path, monkeypatch):
+    """The schedule restarts where the checkpoint was taken (global step 8 of 18), whatever it was before."""
+    seen = _recorded_lrs(monkeypatch)
+    cfg = tasks.tiny_config(epochs=3, polyak=0, lr_schedule="cosine", warmup_steps=4, checkpoint_every=4)
+    calls = []
+
+    def stopping_loss(model, batch, device):
+        calls.append(1)
+        if len(calls) == 10:  # after the checkpoint at step 8
+            raise _Stop
+        return tasks.classification_loss(model, batch, device)
+    torch.manual_seed(0)
+    with pytest.raises(_Stop):
+        train(tasks.TinyNet(), tasks.NoisyDigits(), stopping_loss, cfg, tmp_path / "cut")
+    del seen[:]
+    torch.manual_seed(0)
+    resumed = train(tasks.TinyNet(), tasks.NoisyDigits(), tasks.classification_loss, cfg, tmp_path / "cut",
+                    resume=True)
+    after_resume = list(seen)
+    del seen[:]
+    torch.manual_seed(0)
+    straight = train(tasks.TinyNet(), tasks.NoisyDigits(), tasks.classification_loss, cfg, tmp_path / "straight")
+    assert after_resume == seen[8:]
+    _assert_same(_params(resumed.model), _params(straight.model))
+    longer = tasks.tiny_config(epochs=4, polyak=0, lr_schedule="cosine", warmup_steps=4, checkpoint_every=4)
+    with pytest.raises(InputError, match="cosine schedule ends after 3 epochs"):
+        train(tasks.TinyNet(), tasks.NoisyDigits(), tasks.classification_loss, longer, tmp_path / "cut",
+              resume=True)
