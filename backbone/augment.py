@@ -30,6 +30,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
+from backbone.images import image_to_tensor
 from backbone.preprocess import Preprocessing
 
 #: Section 6's resize methods, by the names ``Preprocessing.interpolation`` uses.
@@ -147,7 +148,7 @@ class TrainTransform:
         # size x size x 3 uint8
         if rng.random() < c.hflip:
             patch = patch[:, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)
+        x = image_to_tensor(patch)
         # 3 x size x size uint8
         x = photometric_distort(x, rng, brightness=c.brightness, contrast=c.contrast,
                                 saturation=c.saturation, hue=c.hue)

@@ -24,6 +24,7 @@ import time
 import warnings
 from pathlib import Path
 from struct import error as struct_error
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -32,6 +33,9 @@ from PIL import Image, UnidentifiedImageError
 from backbone.config import IMAGE_SUFFIXES, MAX_PIXELS  # noqa: F401  (re-exported; defined torch- and cv2-free)
 from backbone.errors import InputError
 from backbone.safeio import read_checked
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: Formats decoded (name -> the Pillow format names that agree with it). The format is told from the
 #: file's first bytes (:func:`sniff_format`), as OpenCV tells it, not from its suffix.
@@ -212,6 +216,19 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
     if _is_truncated(p, data):
         raise InputError(p, "truncated image file")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no second copy of a large image
+
+
+def image_to_tensor(image: np.ndarray) -> Tensor:
+    """``np.ndarray[H, W, 3]`` uint8 RGB (as :func:`read_image` returns) -> ``Tensor[3, H, W]`` uint8.
+
+    The tensor shares the array's memory when it is C-contiguous (what :func:`read_image` returns); a view
+    with other strides (a crop, a mirror ``[:, ::-1]``) is copied once to be contiguous first. The one
+    HWC -> CHW conversion of the project; torch is imported here, on first use, so reading images stays
+    torch-free.
+    """
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
 
 def _quiet_imdecode(buf: np.ndarray) -> np.ndarray | None:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from backbone.config import CROP_SCHEMES
 from backbone.console import wants_progress
 from backbone.errors import InputError
-from backbone.images import MAX_PIXELS, read_image
+from backbone.images import MAX_PIXELS, image_to_tensor, read_image
 from backbone.preprocess import MAX_ASPECT, INTERPOLATIONS, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def multicrop(image: np.ndarray, crops: int, preprocessing: Preprocessing | None
         raise ValueError(f"crops must be one of {SCHEMES}, got {crops}")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    x = image_to_tensor(image)
     # 3 x H x W uint8
     c = p.crop
     if max(x.shape[-2:]) > MAX_ASPECT * min(x.shape[-2:]):

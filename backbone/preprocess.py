@@ -23,6 +23,8 @@ import torchvision.transforms.functional as TF
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
+from backbone.images import image_to_tensor
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -130,7 +132,7 @@ def preprocess(image: np.ndarray, preprocessing: Preprocessing | None = None) ->
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
     image = _trim_long_side(image, MAX_ASPECT)
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    x = image_to_tensor(image)
     # 3 x H x W uint8 (long side at most MAX_ASPECT x short side)
     x = resize(x, p.resize, p.interpolation)
     # 3 x resize x (W * resize / H) for a landscape image

@@ -30,6 +30,7 @@ import torch
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
+from backbone.images import image_to_tensor  # noqa: F401  (re-exported: detect.regions and tests use it here)
 from detect.config import CropConfig  # noqa: F401  (re-exported; defined torch-free)
 
 #: ImageNet mean (RGB) in the 0..255 range: the default fill, as R-CNN filled with its mean image.
@@ -174,8 +175,3 @@ def normalize(crops: torch.Tensor, mean: Sequence[float], std: Sequence[float], 
     m = torch.as_tensor(mean, dtype=dtype, device=crops.device).reshape(1, -1, 1, 1) * value_scale
     s = torch.as_tensor(std, dtype=dtype, device=crops.device).reshape(1, -1, 1, 1) * value_scale
     return (crops.to(dtype) - m) / s
-
-
-def image_to_tensor(image) -> torch.Tensor:
-    """``np.ndarray[H, W, 3]`` uint8 RGB (from ``read_image``) -> ``Tensor[3, H, W]`` uint8 (no copy of values)."""
-    return torch.from_numpy(image).permute(2, 0, 1)
