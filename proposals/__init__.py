@@ -13,7 +13,7 @@ from backbone.lazyface import lazy_face
 _WHERE = {
     "METHODS": "proposals.merge",
     "MultiBox": "proposals.multibox",
-    "MultiBoxConfig": "proposals.multibox",
+    "MultiBoxConfig": "proposals.config",
     "ProposalMethod": "proposals.merge",
     "Proposals": "proposals.types",
     "SOURCES": "proposals.types",
@@ -38,8 +38,9 @@ lazy_face(__name__, _WHERE)
 
 if TYPE_CHECKING:
     from proposals.cache import build_cache, load_cached
+    from proposals.config import MultiBoxConfig
     from proposals.merge import METHODS, ProposalMethod, merge_proposals, paper_proposals
     from proposals.metrics import proposal_recall
-    from proposals.multibox import MultiBox, MultiBoxConfig, load_multibox
+    from proposals.multibox import MultiBox, load_multibox
     from proposals.selective_search import SelectiveSearchConfig, selective_search, selective_search_many
     from proposals.types import SOURCES, Proposals

@@ -91,8 +91,8 @@ def train_main(args: argparse.Namespace) -> int:
     from backbone import engine
     from backbone.engine import seed_everything
     from detect.datasets import read_dataset
-    from proposals.multibox import (MultiBoxDataset, MultiBoxLoss, build_multibox, collate_multibox,
-                                    priors_from_records, save_multibox)
+    from proposals.multibox import build_multibox, save_multibox
+    from proposals.multibox_train import MultiBoxDataset, MultiBoxLoss, collate_multibox, priors_from_records
 
     for name in ("priors", "input_size", "epochs", "batch_size"):
         if getattr(args, name) < 1:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from proposals.multibox import (MULTIBOX_SOURCE, MultiBox, MultiBoxConfig, MultiBoxOutput, kmeans_priors, match,
-                                multibox_loss)
+from proposals.multibox import MULTIBOX_SOURCE, MultiBox, MultiBoxConfig, MultiBoxOutput, kmeans_priors
+from proposals.multibox_train import match, multibox_loss
 
 
 class TinyTrunk(nn.Module):
@@ -184,7 +184,7 @@ def test_dataset_normalises_boxes_drops_ignored_and_flips(tmp_path) -> None:
     from dataclasses import dataclass as dc
 
     from backbone.preprocess import Preprocessing
-    from proposals.multibox import MultiBoxDataset, collate_multibox, priors_from_records
+    from proposals.multibox_train import MultiBoxDataset, collate_multibox, priors_from_records
 
     @dc(frozen=True)
     class Rec:  # the fields of detect.datasets.ImageRecord that MultiBox reads
