@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from backbone.errors import InputError
 from backbone.files import write_bytes, write_json
 from backbone.safeio import load_json
+from detect.runloop import (Printer, capped_workers, interrupted, model_phrase, progress_bar, proposal_phrase,
+                            summary)
 
 if TYPE_CHECKING:  # imported where used: `detect eval --results` on COCO JSON needs no torch
     from detect.evaluation.coco import CocoGroundTruth
@@ -57,9 +59,6 @@ log = logging.getLogger(__name__)
 
 #: Detections at or above this score make the confusion matrix (see detect.evaluation.confusion).
 CONFUSION_MIN_SCORE = 0.25
-#: Exit codes, as `detect run`'s (see the module docstring).
-EXIT_SKIPPED = 1
-EXIT_NOTHING = 2
 #: Files written under --out (checked before any work starts).
 OUTPUT_FILES = ("summary.json", "confusion.csv", "detections.json", "detections.ilsvrc.txt", "detections.run.json")
 
@@ -339,16 +338,6 @@ def _remove_parts(args: argparse.Namespace) -> None:
     shutil.rmtree(_parts(args), ignore_errors=True)
 
 
-def _progress(total: int, shard):
-    from backbone.console import wants_progress
-
-    if not (wants_progress() and shard.is_main):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", dynamic_ncols=True)
-
-
 def _detect(args: argparse.Namespace, dataset: DetectionDataset, keep: list[int] | None) -> _Detected | int | None:
     """Run the detector over ``dataset`` (this rank's shard), one image at a time, as `detect run` does.
 
@@ -357,7 +346,6 @@ def _detect(args: argparse.Namespace, dataset: DetectionDataset, keep: list[int]
     """
     from backbone.device import describe_device, resolve_device
     from detect import runstore
-    from detect.commands.run import _interrupted, _model_phrase, _Printer, _proposal_phrase, _summary, capped_workers
     from detect.pipeline import DetectorConfig, load_detector
     from detect.sharding import barrier, finish, init_shard, local_device
 
@@ -395,15 +383,15 @@ def _detect(args: argparse.Namespace, dataset: DetectionDataset, keep: list[int]
         resumed = f" ({already} done earlier: resuming)" if already else ""
         log.info("detect eval: %d image%s of %s%s | model %s | device %s | proposals: %s | %s | %d worker%s%s",
                  len(files), "" if len(files) == 1 else "s", dataset.source, resumed,
-                 _model_phrase(args.weights, detector.config, detector), describe_device(args.device, device),
-                 _proposal_phrase(config, detector.multibox is not None),
+                 model_phrase(args.weights, detector.config, detector), describe_device(args.device, device),
+                 proposal_phrase(config, detector.multibox is not None),
                  "fast mode" if config.fast else "paper mode", workers, "" if workers == 1 else "s", ranks)
 
     mine = [(i, f) for i, f in shard.take(files) if store is None or i not in store.done]
     kept: list[tuple[int, tuple[int, Any]]] = []  # without --out: (index, (index, Detections or error line))
     counts = {"ok": 0, "skipped": 0}
-    bar = _progress(len(mine), shard)
-    printer = _Printer(bar)
+    bar = progress_bar(len(mine), shard)
+    printer = Printer(bar)
     step = max(1, len(mine) // 10)
     start = time.perf_counter()
     try:
@@ -430,7 +418,7 @@ def _detect(args: argparse.Namespace, dataset: DetectionDataset, keep: list[int]
                 elapsed = time.perf_counter() - start
                 log.info("progress: %s/%s images (%.2f s/image)", f"{n:,}", f"{len(mine):,}", elapsed / n)
     except KeyboardInterrupt:
-        return _interrupted(bar, counts, store, len(files), _parts(args) if store else None)
+        return interrupted(bar, counts, store, len(files), _parts(args) if store else None)
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - start
@@ -453,7 +441,7 @@ def _detect(args: argparse.Namespace, dataset: DetectionDataset, keep: list[int]
             skipped.append({"input": str(record.file), "image_id": record.image_id, "error": value})
         else:
             dets[record.image_id] = value
-    code = _summary(len(dets), len(skipped), len(files), elapsed)
+    code = summary(len(dets), len(skipped), len(files), elapsed)
     if not dets:
         if args.out is not None:
             log.info("no image could be processed: nothing written under %s", args.out)

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from backbone.errors import InputError
 from backbone.files import write_json
 from backbone.inputs import expand_inputs, is_url, read_input
+from detect.proposalfile import proposals_json
+from detect.runloop import capped_workers, summary
 from proposals.config import DEDUPE_IOU, METHOD_NAMES, MULTIBOX_TOP_K
 
 if TYPE_CHECKING:  # torch-importing modules load when the command runs, not for --help
@@ -141,19 +143,6 @@ def gather_inputs(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
     return records, protected
 
 
-def proposals_json(item: CacheItem, image_id: Any, props: Proposals, *, decimals: int = 2) -> dict[str, Any]:
-    """One image's output entry (boxes xyxy in pixels, rounded to ``decimals``)."""
-    from proposals.types import SOURCES
-
-    return {
-        "file": item.file,
-        "image_id": image_id,
-        "boxes": [[round(v, decimals) for v in box] for box in props.boxes.tolist()],
-        "scores": [round(v, 6) for v in props.scores.tolist()],
-        "sources": [SOURCES[s] for s in props.sources.tolist()],
-    }
-
-
 def format_stats(stats: Any, method: str) -> str:
     """The ``--gt`` table: one header line and one row."""
     cols = [("images", f"{stats.num_images}"), ("gt boxes", f"{stats.num_gt}"),
@@ -215,8 +204,6 @@ def check_outputs(args: argparse.Namespace, protected: list[str]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from detect.commands.run import capped_workers
-
     workers = capped_workers(args.workers)
     records, protected = gather_inputs(args)
     check_outputs(args, protected)
@@ -285,9 +272,7 @@ def _main_streaming(args: argparse.Namespace, records: list, protected: list[str
         if ok:
             _write_from_store(args.out, runstore.parts_folder(args.out), protected)
             log.info("wrote proposals of %d images to %s", ok, args.out)
-    from detect.commands.run import _summary
-
-    return _summary(ok, skipped, len(items), time.perf_counter() - start)
+    return summary(ok, skipped, len(items), time.perf_counter() - start)
 
 
 def _write_from_store(out: Path, folder: Path, protected: list[str]) -> None:

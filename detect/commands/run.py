@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -46,16 +45,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 from backbone.errors import InputError, escape
 from backbone.config import IMAGE_SUFFIXES, MAX_PIXELS
 from detect.config import DetectorConfig
+from detect.runloop import (Printer, capped_workers, interrupted, model_phrase, progress_bar, proposal_phrase,
+                            summary)
 
 if TYPE_CHECKING:  # torch-importing modules load when the command runs, not for --help
     from detect.pipeline import ImageResult
 
 log = logging.getLogger(__name__)
 
-#: Exit codes (see the module docstring).
-EXIT_SKIPPED = 1
-EXIT_NOTHING = 2
-EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,26 +220,6 @@ def unique_vis_names(paths: Sequence[Any]) -> list[str]:
 
 # -- checks before any model is loaded ----------------------------------------------------------------
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def capped_workers(workers: int) -> int:
-    """``--workers`` checked (>= 0; 0 and 1 both compute proposals in this process, as torch's DataLoader
-    takes 0) and capped at the CPU cores this process may use (with a log note)."""
-    if workers < 0:
-        raise InputError(None, f"--workers must be >= 0, got {workers}")
-    cores = _cores()
-    if workers > cores:
-        log.info("--workers %d capped at %d: the CPU cores this process may use (more processes only "
-                 "share them and take memory)", workers, cores)
-        return cores
-    return workers
-
-
 def _check_options(args: argparse.Namespace) -> DetectorConfig:
     """Every option combination that cannot work, as one line, before anything is loaded."""
     if args.proposals == "multibox" and not args.multibox_weights:
@@ -306,60 +283,7 @@ def resolve_classes(wanted: Sequence[str], class_names: list[str], category_ids:
     return tuple(sorted(set(labels)))
 
 
-def _proposal_phrase(config: DetectorConfig, has_multibox: bool) -> str:
-    ss = "single-strategy selective search" if config.fast else "selective search (fast mode)"
-    ss += f", superpixels x{config.superpixel_scale:g}"
-    if config.proposals == "multibox":
-        phrase = f"{config.multibox_top_k} MultiBox boxes"
-    elif config.proposals == "paper" and has_multibox:
-        phrase = f"{ss} + {config.multibox_top_k} MultiBox boxes (the paper's)"
-    elif config.proposals == "paper":
-        phrase = f"{ss} only (no --multibox-weights: without the paper's +{config.multibox_top_k} MultiBox boxes)"
-    else:
-        phrase = ss
-    if config.fast:
-        phrase += f", at most {config.fast_max_proposals}"
-    return phrase
-
-
-def _model_phrase(weights: Sequence[str] | None, config: DetectorConfig, detector) -> str:
-    k = len(detector.class_names)
-    if not weights:
-        model = "zero-shot ImageNet GoogLeNet"
-    elif config.fast or len(weights) == 1:
-        model = os.fspath(weights[0]) + (f" (first of {len(weights)}: --fast)" if len(weights) > 1 else "")
-    else:
-        model = f"ensemble of {len(weights)} ({', '.join(os.path.basename(w) for w in weights)})"
-    classes = f"{k} classes"
-    if config.classes:
-        classes += ", keeping " + ", ".join(detector.class_names[c - 1] for c in config.classes)
-    return f"{model}, {classes}"
-
-
 # -- the command -----------------------------------------------------------------------------------------
-
-class _Printer:
-    """Writes each image's text to stdout as soon as it is done (above the progress bar, when there is one)."""
-
-    def __init__(self, bar) -> None:
-        self.bar = bar
-
-    def out(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stdout)
-        else:
-            try:
-                print(text, flush=True)
-            except BrokenPipeError:  # `detect run ... | head`: stop printing, keep running
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-
-    def err(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr, flush=True)
-
 
 def main(args: argparse.Namespace) -> int:
     from backbone.device import describe_device, resolve_device
@@ -403,8 +327,8 @@ def main(args: argparse.Namespace) -> int:
         ranks = f" x {shard.world} ranks" if shard.world > 1 else ""
         resumed = f" ({already} done earlier: resuming)" if already else ""
         log.info("detect run: %d image%s%s | model %s | device %s | proposals: %s | %s | %d worker%s%s",
-                 len(inputs), "" if len(inputs) == 1 else "s", resumed, _model_phrase(args.weights, detector.config, detector),
-                 describe_device(args.device, device), _proposal_phrase(config, detector.multibox is not None),
+                 len(inputs), "" if len(inputs) == 1 else "s", resumed, model_phrase(args.weights, detector.config, detector),
+                 describe_device(args.device, device), proposal_phrase(config, detector.multibox is not None),
                  mode, workers, "" if workers == 1 else "s", ranks)
         if device.type == "cpu" and not config.fast and config.proposals != "multibox":
             log.info("paper mode on the CPU takes about a minute or more per image; --fast is the CPU mode")
@@ -414,8 +338,8 @@ def main(args: argparse.Namespace) -> int:
     txt_names = unique_names(inputs, ".txt") if args.save_txt is not None else None
     counts = {"ok": 0, "skipped": 0}
     start = time.perf_counter()
-    bar = _progress_bar(len(mine), shard)
-    printer = _Printer(bar)
+    bar = progress_bar(len(mine), shard)
+    printer = Printer(bar)
     try:
         outcomes = detector.detect_each([item for _, item in mine], workers=workers)
         for (index, item), outcome in zip(mine, outcomes):
@@ -436,7 +360,7 @@ def main(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.update()
     except KeyboardInterrupt:
-        return _interrupted(bar, counts, store, len(inputs), runstore.parts_folder(args.out) if store else None)
+        return interrupted(bar, counts, store, len(inputs), runstore.parts_folder(args.out) if store else None)
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - start
@@ -446,20 +370,10 @@ def main(args: argparse.Namespace) -> int:
             if shard.is_main else 0
     else:
         gathered = shard.gather([(shard.rank, counts)])
-        code = 0 if gathered is None else _summary(sum(c["ok"] for c in gathered),
+        code = 0 if gathered is None else summary(sum(c["ok"] for c in gathered),
                                                    sum(c["skipped"] for c in gathered), len(inputs), elapsed)
     finish(shard)
     return code
-
-
-def _progress_bar(total: int, shard):
-    from backbone.console import wants_progress
-
-    if not (wants_progress() and shard.is_main):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", dynamic_ncols=True)
 
 
 def _per_image_outputs(args, outcome, index: int, inputs: list, names: list[str], category_ids: list,
@@ -481,27 +395,6 @@ def _per_image_outputs(args, outcome, index: int, inputs: list, names: list[str]
                     inputs=protected)
 
 
-def _interrupted(bar, counts: dict, store, total: int, parts) -> int:
-    """Ctrl-C during a per-image loop (detect run, detect eval --weights): close the bar, say in one line how
-    far the run got and where its per-image results are kept, return the exit code 130."""
-    if bar is not None:
-        bar.close()
-    done = counts["ok"] + counts["skipped"] + len(store.done if store else ())
-    hint = f"; results so far are in {parts}: rerun with --resume to continue" if store is not None else ""
-    print(f"detect: interrupted after {done} of {total} images{hint}", file=sys.stderr)
-    return EXIT_INTERRUPTED
-
-
-def _summary(ok: int, skipped: int, total: int, elapsed: float) -> int:
-    """The end line; returns the exit code (0 all done, 1 some skipped, 2 none processed)."""
-    per = f" in {elapsed:.1f} s ({elapsed / max(1, ok):.2f} s/image)"
-    if skipped == 0:
-        log.info("%s of %s images%s", f"{ok:,}", f"{total:,}", per)
-        return 0
-    log.info("%s of %s images%s; %s skipped, listed above", f"{ok:,}", f"{total:,}", per, f"{skipped:,}")
-    return EXIT_SKIPPED if ok else EXIT_NOTHING
-
-
 def _write_outputs(args, shard, inputs: list, names: list[str], category_ids: list, config: DetectorConfig,
                    device, elapsed: float) -> int:
     """Rank 0, after every rank is done: the final files from the per-image results, atomically; then the
@@ -518,7 +411,7 @@ def _write_outputs(args, shard, inputs: list, names: list[str], category_ids: li
     ok, skipped = runstore.counts(folder)
     if ok == 0:
         log.info("no image could be processed: %s not written", args.out)
-        return _summary(0, skipped, len(inputs), elapsed)
+        return summary(0, skipped, len(inputs), elapsed)
     protected = [i for i in inputs if not is_url(i)] + list(args.weights or [])
     if args.multibox_weights:
         protected.append(args.multibox_weights)
@@ -550,4 +443,4 @@ def _write_outputs(args, shard, inputs: list, names: list[str], category_ids: li
     write_json(args.out.with_suffix(".run.json"), run_info, indent=1, inputs=protected)
     shutil.rmtree(folder, ignore_errors=True)
     log.info("wrote %s", args.out)
-    return _summary(ok, skipped, len(inputs), elapsed)
+    return summary(ok, skipped, len(inputs), elapsed)

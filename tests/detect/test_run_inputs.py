@@ -221,7 +221,7 @@ def test_save_dirs_refused_before_work(checkpoint, photos, tmp_path, capsys, no_
 
 
 def test_workers_capped_at_the_cores(monkeypatch, caplog):
-    from detect.commands import run
+    from detect import runloop as run
 
     monkeypatch.setattr(run, "_cores", lambda: 2)
     with caplog.at_level("INFO"):
