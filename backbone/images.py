@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from backbone.config import IMAGE_SUFFIXES, MAX_PIXELS  # noqa: F401  (re-exported; defined torch- and cv2-free)
 from backbone.errors import InputError
-from backbone.safeio import read_checked
+from backbone.safeio import read_checked, stat_path
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -158,18 +158,12 @@ def _format_problem(head: bytes) -> str:
 
 
 def _read_file(p: Path, max_pixels: int) -> bytes:
-    """The bytes of the image file ``p``, read within :func:`max_file_bytes`; one InputError otherwise."""
+    """The bytes of the image file ``p``, read within :func:`max_file_bytes`; one InputError otherwise.
+
+    Unlike :func:`backbone.safeio.regular_file`, a pipe or character device is read (through
+    :func:`_read_stream`), not refused: ``/dev/stdin`` is a valid image source."""
     limit = max_file_bytes(max_pixels)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        raise InputError(p, "no such file") from None
-    except PermissionError:
-        raise InputError(p, "permission denied") from None
-    except (OSError, ValueError) as err:  # name too long, a loop of links, a NUL byte
-        raise InputError(p, f"cannot read ({getattr(err, 'strerror', None) or err})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError(p, "is a folder, expected an image file")
+    st = stat_path(p, expected="an image file")
     if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
         return _read_stream(p, limit)
     if not stat.S_ISREG(st.st_mode):

@@ -42,12 +42,13 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def regular_file(path: str | os.PathLike, *, max_bytes: int | None = None, what: str = "file") -> os.stat_result:
-    """``os.stat`` of ``path``, which must be a regular file (links followed) of at most ``max_bytes``.
+def stat_path(path: str | os.PathLike, *, expected: str = "a file") -> os.stat_result:
+    """``os.stat`` of ``path`` (links followed), which must exist and not be a folder; what it is otherwise
+    (regular file, FIFO, device) is the caller's to decide. ``expected`` names what was wanted, with its
+    article ("an image file"), for the folder message.
 
     Raises:
-        InputError: missing, a folder, a FIFO/device/socket, larger than ``max_bytes``, a name too long
-            for the file system, or not stat-able (permission).
+        InputError: missing, a folder, a name too long for the file system, or not stat-able (permission).
     """
     p = Path(path)
     try:
@@ -61,7 +62,19 @@ def regular_file(path: str | os.PathLike, *, max_bytes: int | None = None, what:
     except ValueError:  # embedded NUL byte
         raise InputError(p, "not a valid path") from None
     if stat.S_ISDIR(st.st_mode):
-        raise InputError(p, f"is a folder, expected a {what}")
+        raise InputError(p, f"is a folder, expected {expected}")
+    return st
+
+
+def regular_file(path: str | os.PathLike, *, max_bytes: int | None = None, what: str = "file") -> os.stat_result:
+    """``os.stat`` of ``path``, which must be a regular file (links followed) of at most ``max_bytes``.
+
+    Raises:
+        InputError: missing, a folder, a FIFO/device/socket, larger than ``max_bytes``, a name too long
+            for the file system, or not stat-able (permission).
+    """
+    p = Path(path)
+    st = stat_path(p, expected=f"a {what}")
     if not stat.S_ISREG(st.st_mode):
         raise InputError(p, f"is {_kind(st.st_mode)}, expected a regular {what}")
     if max_bytes is not None and st.st_size > max_bytes:
