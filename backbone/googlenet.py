@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backbone.config import VARIANTS, GoogLeNetConfig  # noqa: F401  (re-exported: defined torch-free)
+from backbone.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 #: Weight of each auxiliary classifier's loss in the total training loss (section 5: "weighted by 0.3").
 AUX_LOSS_WEIGHT = 0.3
@@ -243,8 +244,8 @@ class GoogLeNet(nn.Module):
         """ImageNet mean/std-normalised input -> (x - 0.5) / 0.5, what torchvision's ported weights expect."""
         if not self.config.transform_input:
             return x
-        mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         return (x * std + mean - 0.5) / 0.5
 
     def _trunk(self, x: Tensor, *, taps: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:

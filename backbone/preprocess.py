@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ from torchvision.transforms import InterpolationMode
 
 from backbone.images import image_to_tensor
 
+#: ImageNet's per-channel RGB mean and standard deviation on [0, 1] values (torchvision's figures): the one
+#: copy in the project (``Preprocessing``'s defaults, ``GoogLeNet.transform_input``, the region crops' fill).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -69,14 +71,29 @@ class Preprocessing:
         return cls(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in d.items() if k in names})
 
     def normalize(self, x: Tensor) -> Tensor:
-        """``Tensor[..., 3, H, W]`` float on [0, 1] -> normalised with ``mean`` and ``std``."""
-        mean = x.new_tensor(self.mean).view(3, 1, 1)
-        std = x.new_tensor(self.std).view(3, 1, 1)
-        return (x - mean) / std
+        """``Tensor[..., 3, H, W]`` float on [0, 1] -> normalised with ``mean`` and ``std`` (:func:`normalize`)."""
+        return normalize(x, self.mean, self.std, value_scale=1.0)
 
     def __call__(self, image: np.ndarray) -> Tensor:
         """Same as :func:`preprocess` with this configuration."""
         return preprocess(image, self)
+
+
+def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float], *, value_scale: float = 255.0) -> Tensor:
+    """``(x / value_scale - mean) / std`` per channel: the network's input from images or crops.
+
+    Args:
+        x: ``Tensor[..., C, H, W]`` in the image's value range (0..255 for uint8 images, 0..1 for floats).
+        mean, std: per-channel statistics in the 0..1 range (a :class:`Preprocessing`'s mean and std).
+        value_scale: the image's full-scale value (255 for uint8 images, 1 for 0..1 floats).
+    Returns:
+        float ``Tensor[..., C, H, W]`` (float32 unless ``x`` is another floating dtype). Computed as
+        ``(x - mean * value_scale) / (std * value_scale)``, so 0..255 crops need no division first.
+    """
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    m = torch.as_tensor(mean, dtype=dtype, device=x.device).reshape(-1, 1, 1) * value_scale
+    s = torch.as_tensor(std, dtype=dtype, device=x.device).reshape(-1, 1, 1) * value_scale
+    return (x.to(dtype) - m) / s
 
 
 def resize(x: Tensor, size: int | tuple[int, int], interpolation: str = "bilinear") -> Tensor:

@@ -31,10 +31,12 @@ from torch.nn import functional as F
 from torchvision.ops import roi_align
 
 from backbone.images import image_to_tensor  # noqa: F401  (re-exported: detect.regions and tests use it here)
+from backbone.preprocess import IMAGENET_MEAN
+from backbone.preprocess import normalize  # noqa: F401  (re-exported: detect.regions and tests use it here)
 from detect.config import CropConfig  # noqa: F401  (re-exported; defined torch-free)
 
 #: ImageNet mean (RGB) in the 0..255 range: the default fill, as R-CNN filled with its mean image.
-IMAGENET_MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_MEAN_255 = tuple(v * 255 for v in IMAGENET_MEAN)
 
 
 def dilate_boxes(boxes: torch.Tensor, *, size: int = 224, padding: int = 16) -> torch.Tensor:
@@ -158,20 +160,3 @@ def iter_normalized(image: torch.Tensor, boxes: torch.Tensor, *, crop: CropConfi
     zero = torch.zeros(image.shape[0], dtype=torch.float32, device=image.device)
     for start in range(0, len(boxes), batch_size):
         yield _warp_prepared(prepared, boxes[start:start + batch_size], zero, crop, torch.float32, fill=False)
-
-
-def normalize(crops: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
-              value_scale: float = 255.0) -> torch.Tensor:
-    """``(crops / value_scale - mean) / std`` per channel: the network's input from raw crops.
-
-    Args:
-        crops: ``Tensor[P, C, S, S]`` in the image's value range (0..255 for uint8 images).
-        mean, std: per-channel statistics in the 0..1 range (a ``Preprocessing``'s mean and std).
-        value_scale: the image's full-scale value (255 for uint8 images, 1 for 0..1 floats).
-    Returns:
-        float ``Tensor[P, C, S, S]`` (float32 unless ``crops`` is another floating dtype).
-    """
-    dtype = crops.dtype if crops.is_floating_point() else torch.float32
-    m = torch.as_tensor(mean, dtype=dtype, device=crops.device).reshape(1, -1, 1, 1) * value_scale
-    s = torch.as_tensor(std, dtype=dtype, device=crops.device).reshape(1, -1, 1, 1) * value_scale
-    return (crops.to(dtype) - m) / s
