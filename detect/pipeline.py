@@ -10,34 +10,45 @@ Two modes:
 - ``fast`` (a CPU mode of ours, not in the paper): the first ensemble member only, the single-strategy
   selective search, and at most ``fast_max_proposals`` proposals.
 
-:func:`detect_images` overlaps proposal computation (CPU worker processes) with classification, so the
+:meth:`Detector.detect_each` overlaps selective search (CPU worker processes) with classification, so the
 GPU works on image *i* while image *i+1*'s selective search runs.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import contextlib
 import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from backbone.device import resolve_device
+from backbone.errors import InputError
+from backbone.inputs import Input, is_url, read_input
 from detect.config import DetectorConfig  # noqa: F401  (re-exported; defined torch-free)
+from detect.postprocess import PostprocessConfig, postprocess
 from detect.structures import Detections
+from detect.workpool import imap_ordered
+from proposals.merge import METHODS
 from proposals.types import Proposals
+
+if TYPE_CHECKING:
+    from detect.classifier import Ensemble
+    from proposals.multibox import MultiBox
+    from proposals.selective_search import SelectiveSearchConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds spent per stage for one image (proposals may run in another process)."""
+    """Seconds spent per stage for one image (selective search may run in another process)."""
 
     proposals: float = 0.0
     classify: float = 0.0  # crops + forward passes
@@ -56,8 +67,30 @@ class ImageResult:
     timing: Timing = field(default_factory=Timing)
 
 
-def _ss_config(config: DetectorConfig):
-    from proposals.selective_search import SelectiveSearchConfig
+@dataclass(frozen=True)
+class DetectorOutput:
+    """What :meth:`Detector.detect` returns for one image.
+
+    Attributes:
+        detections: in original-image pixels (see :class:`Detections`).
+        proposals: the proposals that were classified (``boxes`` ``Tensor[P, 4]`` xyxy pixels).
+        timing: seconds per stage.
+    """
+
+    detections: Detections
+    proposals: Proposals
+    timing: Timing
+
+    def __iter__(self) -> Iterator:
+        """``detections, proposals, timing = detector.detect(image)``, for callers written against the
+        tuple this used to be (tests, ``detect.validation``); new code reads the fields by name."""
+        return iter((self.detections, self.proposals, self.timing))
+
+
+# -- step 1: proposals -----------------------------------------------------------------------------------
+
+def _ss_config(config: DetectorConfig) -> SelectiveSearchConfig:
+    from proposals.selective_search import SelectiveSearchConfig  # loads numba's kernels: when first needed
 
     strategy = "single" if config.fast else "fast"
     return SelectiveSearchConfig(strategy=strategy, superpixel_scale=config.superpixel_scale, seed=config.seed)
@@ -70,16 +103,44 @@ def _cap(props: Proposals, config: DetectorConfig) -> Proposals:
     return props
 
 
-def compute_proposals(image: np.ndarray, config: DetectorConfig, multibox=None) -> Proposals:
+def compute_proposals(image: np.ndarray, config: DetectorConfig, multibox: MultiBox | None = None, *,
+                      selective_search: Proposals | None = None) -> Proposals:
     """Proposals for one RGB image as the config asks (``proposals.merge.METHODS``): selective search on
-    the CPU, MultiBox on its model's device; merged MultiBox-first and deduplicated, capped in fast mode."""
-    from proposals.merge import METHODS
-
+    the CPU (``selective_search`` when already computed: :class:`ReadAndSearch` in a worker process, a
+    cache), MultiBox on its model's device; merged MultiBox-first and deduplicated, capped in fast mode."""
     method = config.proposals
     if method == "paper" and multibox is None:  # said once at start by the caller (`detect run`'s start line)
         method = "ss"
-    props = METHODS[method](image, ss_config=_ss_config(config), multibox=multibox, top_k=config.multibox_top_k)
+    props = METHODS[method](image, ss_config=_ss_config(config), multibox=multibox, top_k=config.multibox_top_k,
+                            selective_search=selective_search)
     return _cap(props, config)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One input read by :class:`ReadAndSearch`: the RGB image, its selective-search proposals (None when the
+    config proposes with MultiBox alone) and the seconds selective search took."""
+
+    image: np.ndarray
+    selective_search: Proposals | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ReadAndSearch:
+    """The CPU part of the proposal step for one input (file or URL): decode it and run the config's selective
+    search. Picklable: :meth:`Detector.detect_each` runs it in worker processes, or here with one worker;
+    an unreadable input raises :class:`InputError`."""
+
+    config: DetectorConfig
+
+    def __call__(self, item: Input) -> Decoded:
+        image = read_input(item, max_pixels=self.config.max_pixels)
+        if self.config.proposals == "multibox":
+            return Decoded(image, None, 0.0)
+        t0 = time.perf_counter()
+        props = METHODS["ss"](image, ss_config=_ss_config(self.config))
+        return Decoded(image, props, time.perf_counter() - t0)
 
 
 @dataclass(frozen=True)
@@ -97,41 +158,20 @@ class ImageOutcome:
         return self.error is None
 
 
-def _worker_init() -> None:
-    """Worker processes: one thread each; Ctrl-C is the parent's to handle (no traceback per worker)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
-
-
-def _proposal_job(path: str, config: DetectorConfig) -> tuple[np.ndarray, Proposals, float]:
-    """Worker-process job: decode the image (file or URL) and run selective search (no model needed).
-
-    Returns the decoded image too, so the parent does not decode it again; an unreadable image raises
-    InputError, which reaches the parent through the future."""
-    from backbone.inputs import read_input
-
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    image = read_input(path, max_pixels=config.max_pixels)
-    props = compute_proposals(image, replace(config, proposals="ss"))
-    return image, props, time.perf_counter() - t0
-
-
 class Detector:
-    """Proposals -> warps -> ensemble softmax -> per-class NMS, for one image at a time.
+    """Proposals -> warps -> ensemble softmax -> per-class NMS, for one image at a time (R-CNN's
+    ``rcnn_detect.m``).
 
     Args:
-        classifier: a ``detect.classifier.Ensemble`` (``classify(image: Tensor[3,H,W] uint8,
-            boxes: Tensor[P,4]) -> Tensor[P, K+1]``, ``class_names``, ``category_ids``, ``to(device)``).
+        classifier: the region classifiers (``classify(image: Tensor[3,H,W] uint8, boxes: Tensor[P,4])
+            -> Tensor[P, K+1]``, ``class_names``, ``category_ids``, ``to(device)``).
         config: :class:`DetectorConfig`.
-        multibox: optional ``proposals.multibox.MultiBox`` for the paper's 200 extra proposals.
+        multibox: the paper's 200 extra proposals' model, or None.
         device: where the classifier runs.
     """
 
-    def __init__(self, classifier, config: DetectorConfig = DetectorConfig(), *, multibox=None,
-                 device: str | torch.device | None = "auto") -> None:
+    def __init__(self, classifier: Ensemble, config: DetectorConfig = DetectorConfig(), *,
+                 multibox: MultiBox | None = None, device: str | torch.device | None = "auto") -> None:
         self.config = config
         self.device = resolve_device(device)
         self.classifier = classifier.to(self.device)
@@ -140,122 +180,74 @@ class Detector:
                 member.model = torch.compile(member.model)
         self.multibox = multibox.to(self.device) if multibox is not None else None
         self.class_names: list[str] = list(classifier.class_names)
-        from detect.postprocess import PostprocessConfig
-
         self.postprocess_config = PostprocessConfig(
             nms_iou=config.nms_iou, score_threshold=config.score_threshold,
             max_detections=config.max_detections)
 
     # -- one image -----------------------------------------------------------------------------------
-    def detect(self, image: np.ndarray, proposals: Proposals | None = None) -> tuple[Detections, Proposals, Timing]:
+    def detect(self, image: np.ndarray, proposals: Proposals | None = None) -> DetectorOutput:
         """Detect objects in one ``np.ndarray[H, W, 3]`` uint8 RGB image.
 
-        Returns (detections in original-image pixels, the proposals used, per-stage timing).
+        ``proposals``: this image's selective-search proposals when already computed (:class:`ReadAndSearch`
+        in a worker process, a cache); MultiBox, the merge and the fast-mode cap are applied here either way.
         """
         t0 = time.perf_counter()
-        if proposals is None:
-            proposals = compute_proposals(image, self.config, self.multibox)
-        else:  # selective search came from a worker process: add MultiBox here, as compute_proposals does
-            if self.multibox is not None and self.config.proposals == "paper":
-                from proposals.merge import merge_proposals
-
-                mb = self.multibox.propose(image, top_k=self.config.multibox_top_k)
-                proposals = merge_proposals([mb, proposals])
-            proposals = _cap(proposals, self.config)
+        props = compute_proposals(image, self.config, self.multibox, selective_search=proposals)  # 1. proposals
+        self._synchronize()  # MultiBox's GPU work counts as proposals
         t1 = time.perf_counter()
-        dets = self.classify_proposals(image, proposals.boxes)
-        return dets[0], proposals, Timing(proposals=t1 - t0, classify=dets[1], nms=dets[2])
+        probs = self.classify_proposals(image, props.boxes)  # 2. scores: Tensor[P, K+1] on the CPU
+        t2 = time.perf_counter()
+        dets = postprocess(props.boxes.cpu(), probs, self.postprocess_config)  # 3. per-class NMS
+        return DetectorOutput(dets, props, Timing(proposals=t1 - t0, classify=t2 - t1, nms=time.perf_counter() - t2))
 
-    def classify_proposals(self, image: np.ndarray, boxes: torch.Tensor) -> tuple[Detections, float, float]:
-        """Classify the regions ``boxes`` (Tensor[P, 4] xyxy) of ``image`` and post-process.
-
-        Returns (detections, seconds classifying, seconds in NMS)."""
-        from detect.postprocess import postprocess
-
+    def _synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        t0 = time.perf_counter()
+
+    def classify_proposals(self, image: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``Tensor[P, K+1]`` (CPU; column 0 background) of the regions ``boxes``
+        (``Tensor[P, 4]`` xyxy pixels) of ``image``: the ensemble-averaged softmax over context-padded warps.
+        With ``config.classes`` (``--classes``) the other classes' columns are zero, so they never become
+        detections (before the top-N cap)."""
         if boxes.shape[0] == 0:
-            return Detections.empty(), 0.0, 0.0
+            return torch.zeros((0, len(self.class_names) + 1))
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         probs = self.classifier.classify(tensor, boxes.to(self.device), batch_size=self.config.batch_size,
                                          amp=self.config.amp).cpu()
-        if self.config.classes:  # `--classes`: other classes never become detections (before the top-N cap)
+        if self.config.classes:
             keep = torch.zeros(probs.shape[1], dtype=torch.bool)
             keep[0] = True
             keep[list(self.config.classes)] = True
             probs = probs.masked_fill(~keep, 0.0)
-        t1 = time.perf_counter()
-        dets = postprocess(boxes.cpu(), probs, self.postprocess_config)
-        return dets, t1 - t0, time.perf_counter() - t1
+        return probs
 
-    # -- many images, proposals overlapped with classification ----------------------------------------
+    # -- many images, selective search overlapped with classification ---------------------------------
     def detect_each(self, items: Sequence[str | os.PathLike], *, workers: int = 1) -> Iterator[ImageOutcome]:
         """Detect in each input of ``items`` (image paths, or http(s) URLs as ``str``), in order, one
         :class:`ImageOutcome` per input as soon as it is done; an input that cannot be used yields an
         outcome with its :class:`InputError` and the run goes on.
 
-        With ``workers > 1``, selective search for upcoming images runs in that many CPU processes while
-        the current one is classified (at most ``2 x workers`` images in flight). The workers ignore
-        Ctrl-C; on KeyboardInterrupt (or when the caller stops iterating) they are stopped at once.
+        With ``workers > 1``, :class:`ReadAndSearch` for upcoming images runs in that many CPU processes
+        (:func:`detect.workpool.imap_ordered`, spawned: the parent holds a model and its threads) while the
+        current one is classified (at most ``2 x workers`` images in flight). The workers ignore Ctrl-C; on
+        KeyboardInterrupt (or when the caller stops iterating) they are stopped at once.
         """
-        from backbone.errors import InputError
-        from backbone.inputs import is_url, read_input
-
         items = [i if is_url(i) else Path(i) for i in items]
-        if workers <= 1 or self.config.proposals == "multibox":
-            for item in items:
-                try:
-                    image = read_input(item, max_pixels=self.config.max_pixels)
-                except InputError as err:
-                    yield ImageOutcome(item, error=err)
+        if self.config.proposals == "multibox":  # no selective search to overlap: read here
+            workers = 1
+        decoded = imap_ordered(ReadAndSearch(self.config), items, workers=workers, start_method="spawn")
+        with contextlib.closing(decoded):  # stops the workers at once when this generator is left early
+            for item, value, error in decoded:
+                if error is not None:
+                    yield ImageOutcome(item, error=error)
                     continue
-                dets, props, timing = self.detect(image)
-                yield ImageOutcome(item, ImageResult(item, image.shape[1], image.shape[0], dets, len(props), timing),
-                                   image)
-            return
-        import signal
-
-        ctx = torch.multiprocessing.get_context("spawn")
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
-        pending: list[cf.Future] = []
-        it = iter(items)
-        try:
-            # workers are spawned at the first submit: with SIGINT ignored, so that they inherit "ignore"
-            # from their first instruction (a Ctrl-C while they import torch prints nothing)
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                for item in it:
-                    pending.append(pool.submit(_proposal_job, str(item), self.config))
-                    if len(pending) >= 2 * workers:
-                        break
-            finally:
-                signal.signal(signal.SIGINT, previous)
-            for item in items:
-                future = pending.pop(0)
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append(pool.submit(_proposal_job, str(nxt), self.config))
-                try:
-                    image, props, ss_seconds = future.result()
-                except InputError as err:
-                    yield ImageOutcome(item, error=InputError(str(item), err.problem))
-                    continue
-                dets, used, timing = self.detect(image, proposals=props)
-                result = ImageResult(item, image.shape[1], image.shape[0], dets, len(used),
-                                     replace(timing, proposals=timing.proposals + ss_seconds))
-                yield ImageOutcome(item, result, image)
-        except BaseException:  # Ctrl-C, the caller stopping early (GeneratorExit), an error: stop workers now
-            processes = list(getattr(pool, "_processes", {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in processes:
-                proc.terminate()
-            for proc in processes:
-                proc.join(timeout=5)
-            raise
-        pool.shutdown(wait=True)
+                out = self.detect(value.image, value.selective_search)
+                timing = replace(out.timing, proposals=out.timing.proposals + value.seconds)
+                h, w = value.image.shape[:2]
+                yield ImageOutcome(item, ImageResult(item, w, h, out.detections, len(out.proposals), timing),
+                                   value.image)
 
     def detect_paths(self, paths: Sequence[str | os.PathLike], *, workers: int = 1,
                      progress: bool = False) -> Iterator[tuple[ImageResult, np.ndarray]]:
@@ -264,8 +256,6 @@ class Detector:
 
         Raises :class:`backbone.errors.InputError` for the first unusable image.
         """
-        from tqdm import tqdm
-
         with tqdm(total=len(paths), unit="img", disable=not progress) as bar:
             for outcome in self.detect_each(paths, workers=workers):
                 if outcome.error is not None:
@@ -289,8 +279,6 @@ def load_detector(weights: Sequence[str] | None, config: DetectorConfig = Detect
             log.info("fast mode: using only the first of %d models (%s)", len(weights), weights[0])
         classifier = Ensemble.from_checkpoints(chosen)
     else:
-        from backbone.errors import InputError
-
         try:
             classifier = Ensemble([ZeroShotClassifier.from_imagenet()])
         except InputError as err:  # offline and no file: say how to see the detector work without it
@@ -318,7 +306,6 @@ def detect_dataset(dataset, weights: Sequence[str] | None, *, device: str = "aut
 
     Returns ``{image_id: Detections}`` (the data set's own ids), ready for ``detect.evaluation``.
     """
-    from backbone.errors import InputError
     from detect.sharding import finish, init_shard, local_device
 
     config = DetectorConfig(proposals=proposals, fast=fast)

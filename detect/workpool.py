@@ -1,4 +1,5 @@
-"""An ordered, bounded process pool for per-image work that may fail per image (``detect proposals``).
+"""An ordered, bounded process pool for per-image work that may fail per image (``detect proposals``, the
+detector's selective search in :meth:`detect.pipeline.Detector.detect_each`).
 
 :func:`imap_ordered` runs ``fn(item)`` for each item in ``workers`` processes (in this process when
 ``workers <= 1``) and yields ``(item, value, error)`` in input order as soon as each is ready: ``error`` is
@@ -20,13 +21,19 @@ from backbone.errors import InputError
 
 
 def _init_worker() -> None:
+    """Worker processes: one thread each; Ctrl-C is the parent's to handle (no traceback per worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
 
 
-def imap_ordered(fn: Callable[[Any], Any], items: Sequence[Any], *,
-                 workers: int = 1) -> Iterator[tuple[Any, Any, InputError | None]]:
-    """``(item, fn(item), None)`` or ``(item, None, InputError)`` for each item, in order."""
+def imap_ordered(fn: Callable[[Any], Any], items: Sequence[Any], *, workers: int = 1,
+                 start_method: str | None = None) -> Iterator[tuple[Any, Any, InputError | None]]:
+    """``(item, fn(item), None)`` or ``(item, None, InputError)`` for each item, in order.
+
+    ``start_method``: how worker processes start (``"spawn"``, ``"fork"``, ...); None = fork where CUDA is
+    not initialised, spawn otherwise. ``fn`` must be picklable (a module-level function or a picklable
+    object) under spawn.
+    """
     if workers <= 1 or len(items) <= 1:
         for item in items:
             try:
@@ -36,14 +43,17 @@ def imap_ordered(fn: Callable[[Any], Any], items: Sequence[Any], *,
                 continue
             yield item, value, None
         return
-    # fork is cheap where CUDA is not initialised (torch's DataLoader does the same); spawn otherwise
-    use_fork = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
-    ctx = multiprocessing.get_context("fork" if use_fork else "spawn")
+    if start_method is None:  # fork is cheap where CUDA is not initialised (torch's DataLoader does the same)
+        use_fork = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
+        start_method = "fork" if use_fork else "spawn"
+    ctx = multiprocessing.get_context(start_method)
     pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
     pending: list[cf.Future] = []
     it = iter(items)
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers start ignoring Ctrl-C
+        # workers start at the first submit, with SIGINT ignored, so that they inherit "ignore" from their
+        # first instruction (a Ctrl-C while a spawned worker imports torch prints nothing)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             for item in it:
                 pending.append(pool.submit(fn, item))

@@ -73,16 +73,22 @@ def default_ss_config(method: str) -> Any:
 
 
 def ss_proposals(image: np.ndarray, *, ss_config: Any = None, multibox: Any = None,
-                 top_k: int = MULTIBOX_TOP_K, dedupe_iou: float | None = DEDUPE_IOU) -> Proposals:
-    """Selective search alone (``multibox``, ``top_k`` and ``dedupe_iou`` are ignored)."""
-    from proposals.selective_search import selective_search
+                 top_k: int = MULTIBOX_TOP_K, dedupe_iou: float | None = DEDUPE_IOU,
+                 selective_search: Proposals | None = None) -> Proposals:
+    """Selective search alone (``multibox``, ``top_k`` and ``dedupe_iou`` are ignored); ``selective_search``
+    when this image's boxes were already computed (in a worker process, a cache)."""
+    if selective_search is not None:
+        return selective_search
+    from proposals.selective_search import selective_search as search
 
-    return selective_search(image, ss_config if ss_config is not None else default_ss_config("ss"))
+    return search(image, ss_config if ss_config is not None else default_ss_config("ss"))
 
 
 def multibox_proposals(image: np.ndarray, *, ss_config: Any = None, multibox: Any = None,
-                       top_k: int = MULTIBOX_TOP_K, dedupe_iou: float | None = DEDUPE_IOU) -> Proposals:
-    """The ``top_k`` MultiBox boxes (``ss_config`` and ``dedupe_iou`` are ignored). Needs ``multibox``."""
+                       top_k: int = MULTIBOX_TOP_K, dedupe_iou: float | None = DEDUPE_IOU,
+                       selective_search: Proposals | None = None) -> Proposals:
+    """The ``top_k`` MultiBox boxes (``ss_config``, ``dedupe_iou`` and ``selective_search`` are ignored).
+    Needs ``multibox``."""
     if multibox is None:
         raise ValueError("method 'multibox' needs a MultiBox model (--weights)")
     return multibox.propose(image, top_k=top_k)
@@ -96,7 +102,8 @@ def _warn_no_multibox() -> None:
 
 
 def paper_proposals(image: np.ndarray, *, ss_config: Any = None, multibox: Any = None,
-                    top_k: int = MULTIBOX_TOP_K, dedupe_iou: float | None = DEDUPE_IOU) -> Proposals:
+                    top_k: int = MULTIBOX_TOP_K, dedupe_iou: float | None = DEDUPE_IOU,
+                    selective_search: Proposals | None = None) -> Proposals:
     """Selective search (superpixel scale 2) + the ``top_k`` MultiBox boxes, deduplicated.
 
     Args:
@@ -106,18 +113,22 @@ def paper_proposals(image: np.ndarray, *, ss_config: Any = None, multibox: Any =
             logged warning).
         top_k: MultiBox boxes added (200 in the paper).
         dedupe_iou: see :func:`dedupe`.
+        selective_search: this image's selective-search proposals when already computed (in a worker
+            process, a cache); computed here with ``ss_config`` otherwise.
 
     Returns:
         :class:`Proposals`: MultiBox boxes first (source 1), then selective search (source 0).
     """
-    ss = ss_proposals(image, ss_config=ss_config if ss_config is not None else default_ss_config("paper"))
+    ss = ss_proposals(image, ss_config=ss_config if ss_config is not None else default_ss_config("paper"),
+                      selective_search=selective_search)
     if multibox is None:
         _warn_no_multibox()
         return merge_proposals([ss], dedupe_iou=dedupe_iou)
     return merge_proposals([multibox.propose(image, top_k=top_k), ss], dedupe_iou=dedupe_iou)
 
 
-#: Proposal methods by name. Each: ``f(image, *, ss_config, multibox, top_k, dedupe_iou) -> Proposals``.
+#: Proposal methods by name. Each: ``f(image, *, ss_config, multibox, top_k, dedupe_iou, selective_search)
+#: -> Proposals``.
 METHODS: dict[str, Callable[..., Proposals]] = {
     "ss": ss_proposals,
     "multibox": multibox_proposals,
