@@ -19,6 +19,7 @@ agreement with the classifier's weight shape before a model is built from it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -30,7 +31,7 @@ import torch
 
 from backbone.errors import InputError, escape, has_control, short_repr
 from backbone.files import atomic_path
-from backbone.googlenet import GoogLeNet, GoogLeNetConfig
+from backbone.googlenet import AUX_HEADS, GoogLeNet, GoogLeNetConfig
 from backbone.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -294,12 +295,96 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, *, expect_va
                                f"expected {expect_variant!r}")
     if expect_num_classes is not None and ckpt["num_classes"] != expect_num_classes:
         raise InputError(path, f"checkpoint has {ckpt['num_classes']} classes, expected {expect_num_classes}")
-    config = checked_model_config(ckpt["model_config"], ckpt["model"], path)
-    if config.num_classes != ckpt["num_classes"]:
-        raise InputError(path, f"model_config says {config.num_classes} classes, the checkpoint {ckpt['num_classes']}")
+    return model_from_file(ckpt, path).eval(), ckpt
+
+
+def model_from_file(obj: Any, path: str | os.PathLike | None, *, variant: str | None = None,
+                    num_classes: int | None = None, aux_logits: bool | None = None, dropout: float | None = None,
+                    transform_input: bool | None = None) -> GoogLeNet:
+    """The one way a model is rebuilt from a loaded weights file (training mode, CPU): ``obj`` is one of our
+    checkpoints or a raw state dict in torchvision's layout (paper or torchvision variant, told apart by its
+    BatchNorm keys; the ``{"state_dict": ...}`` wrapper is unwrapped). Used by :func:`model_from_checkpoint`
+    and by :func:`backbone.weights.build_with_weights` (``googlenet(weights=...)``).
+
+    Args:
+        obj: the file's contents, from :func:`read_torch_file`; ``path`` names it in errors.
+        variant: refuse weights of another variant; None: the file's.
+        num_classes: None: the file's. A checkpoint of ours with another count is refused; a raw state dict
+            loads its trunk and gets a fresh classifier.
+        aux_logits: None: as the checkpoint says, and its weights must fit exactly; True/False: auxiliary
+            heads the weights lack are freshly initialised, those the model lacks are dropped. A raw state
+            dict needs True or False.
+        dropout, transform_input: None: the file's (a checkpoint) or the variant's default (a state dict).
+    Raises:
+        InputError: one line, for a file that is neither, is inconsistent, or does not fit the request.
+    """
+    if is_checkpoint(obj):
+        check_checkpoint(obj, path)
+        saved = checked_model_config(obj["model_config"], obj["model"], path)
+        if saved.num_classes != obj["num_classes"]:
+            raise InputError(path, f"model_config says {saved.num_classes} classes, the checkpoint "
+                                   f"{obj['num_classes']}")
+        if variant is not None and saved.variant != variant:
+            raise InputError(path, f"checkpoint holds the {saved.variant!r} GoogLeNet variant, not {variant!r}")
+        if num_classes is not None and saved.num_classes != num_classes:
+            raise InputError(path, f"checkpoint has {saved.num_classes} classes, not {num_classes}; "
+                                   "rebuild it with model_from_checkpoint and reset_classifier to change them")
+        config = dataclasses.replace(
+            saved, aux_logits=saved.aux_logits if aux_logits is None else aux_logits,
+            dropout=saved.dropout if dropout is None else dropout,
+            transform_input=saved.transform_input if transform_input is None else transform_input)
+        model = GoogLeNet(config, init_weights=False)
+        if aux_logits is None:
+            load_state_dict_strict(model, obj["model"], path)
+        else:
+            _load_trunk_state(model, obj["model"], path)
+        return model
+
+    if aux_logits is None:
+        raise ValueError("aux_logits (True or False) is needed to build a model from a raw state dict")
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and _is_state_dict(obj["state_dict"]):
+        obj = obj["state_dict"]  # the common {"state_dict": ...} wrapper
+    if not _is_state_dict(obj):
+        raise InputError(path, "neither a goingdeeper checkpoint nor a state dict of tensors")
+    found = _state_variant(obj)
+    if variant is not None and found != variant:
+        raise InputError(path, f"state dict is in the {found!r} GoogLeNet layout, not {variant!r}")
+    if "fc.weight" not in obj:
+        raise InputError(path, "state dict has no classifier (fc.weight); not a GoogLeNet state dict")
+    fc = obj["fc.weight"]
+    if fc.ndim != 2 or not 0 < fc.shape[0] <= MAX_CLASSES:
+        raise InputError(path, f"state dict's classifier fc.weight has shape {list(fc.shape)}; expected "
+                               f"[classes <= {MAX_CLASSES}, features]")
+    saved_classes = int(fc.shape[0])
+    config = GoogLeNetConfig(variant=found, num_classes=saved_classes, aux_logits=aux_logits, dropout=dropout,
+                             transform_input=transform_input)
     model = GoogLeNet(config, init_weights=False)
-    load_state_dict_strict(model, ckpt["model"], path)
-    return model.eval(), ckpt
+    _load_trunk_state(model, obj, path)
+    if num_classes is not None and num_classes != saved_classes:
+        log.info("%s: trunk loaded; classifier reset from %d to %d classes", path, saved_classes, num_classes)
+        model.reset_classifier(num_classes)
+    return model
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _state_variant(state: dict[str, torch.Tensor]) -> str:
+    """torchvision's layout has BatchNorm after every convolution; the paper's has conv biases instead."""
+    return "torchvision" if "conv1.bn.weight" in state else "paper"
+
+
+def _load_trunk_state(model: GoogLeNet, state: dict[str, torch.Tensor], path: str | os.PathLike | None) -> None:
+    """Load ``state``; drop aux heads the model lacks and freshly initialise those the weights lack."""
+    aux = tuple(f"{name}." for name in AUX_HEADS)
+    state = {k: v for k, v in state.items() if model.aux1 is not None or not k.startswith(aux)}
+    if model.aux1 is not None and not any(k.startswith(aux) for k in state):
+        log.info("%s: no auxiliary heads in the weights; they are freshly initialised", path)
+        model.initialize(model.aux1)
+        model.initialize(model.aux2)
+        state = {**state, **{k: v for k, v in model.state_dict().items() if k.startswith(aux)}}
+    load_state_dict_strict(model, state, path)
 
 
 def load_state_dict_strict(model: GoogLeNet, state: dict[str, Any], path: str | os.PathLike | None) -> None:

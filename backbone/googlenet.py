@@ -46,6 +46,11 @@ from backbone.preprocess import IMAGENET_MEAN, IMAGENET_STD
 #: Weight of each auxiliary classifier's loss in the total training loss (section 5: "weighted by 0.3").
 AUX_LOSS_WEIGHT = 0.3
 
+#: The auxiliary heads (module names) and the classifier layers (the main one, then each auxiliary head's
+#: last layer): the names ``initialize``, ``reset_classifier`` and weight loading (backbone.checkpoint) share.
+AUX_HEADS = ("aux1", "aux2")
+CLASSIFIER_LAYERS = ("fc", "aux1.fc2", "aux2.fc2")
+
 #: Inception widths of Table 1: name -> (in, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).
 INCEPTION_WIDTHS: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "inception3a": (192, 64, 96, 128, 16, 32, 32),
@@ -227,7 +232,7 @@ class GoogLeNet(nn.Module):
         paper: Xavier weights with biases 0.2 on convolutions and hidden FC layers and 0 on classifiers,
         as the Caffe replica ``bvlc_googlenet`` (the paper does not state its initialisation).
         """
-        classifiers = {id(m) for m in (self.fc, getattr(self.aux1, "fc2", None), getattr(self.aux2, "fc2", None))}
+        classifiers = {id(m) for m in self._classifier_layers()}
         for m in (module or self).modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 if self.config.variant == "torchvision":
@@ -348,10 +353,14 @@ class GoogLeNet(nn.Module):
         for head in (self.aux1, self.aux2):
             if head is not None:
                 head.fc2 = nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()
-        for m in (self.fc, getattr(self.aux1, "fc2", None), getattr(self.aux2, "fc2", None)):
-            if m is not None:
-                self.initialize(m)
-                m.to(device)
+        for m in self._classifier_layers():
+            self.initialize(m)
+            m.to(device)
+
+    def _classifier_layers(self) -> list[nn.Module]:
+        """The modules named in :data:`CLASSIFIER_LAYERS` that this model has (no aux heads: ``fc`` alone)."""
+        names = dict(self.named_modules())
+        return [names[n] for n in CLASSIFIER_LAYERS if n in names]
 
 
 def googlenet_loss(outputs: TrainOutputs, targets: Tensor, *, aux_weight: float = AUX_LOSS_WEIGHT,
