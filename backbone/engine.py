@@ -35,6 +35,7 @@ The loop knows nothing of the task: a caller passes a ``Dataset``, an optional `
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -196,20 +197,43 @@ class _Dist:
         return self.rank == 0
 
 
-def _setup_distributed(config: TrainConfig) -> _Dist:
-    """Under torchrun (WORLD_SIZE > 1 in the environment) join the process group: nccl on CUDA, gloo on CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(config.device)
-    if world_size <= 1:
-        return _Dist(0, 1, device, owns_group=False)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+@dataclass(frozen=True)
+class ProcessGroup:
+    """This process's place among torchrun's processes (:func:`join_process_group`)."""
+
+    rank: int = 0
+    world_size: int = 1
+    owns: bool = False  # the call joined the group: the caller tears it down (dist.destroy_process_group)
+
+
+def join_process_group(device: torch.device, *, timeout: datetime.timedelta | None = None) -> ProcessGroup:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join its process group, nccl for a CUDA
+    ``device`` and gloo otherwise, unless this process has joined already; ``timeout`` for collectives
+    (torch's default when None). Outside torchrun: rank 0 of 1, nothing joined.
+
+    The one torchrun set-up, used by training (:func:`train`) and by sharded inference
+    (:func:`detect.sharding.init_shard`). A CUDA caller makes its rank's GPU current first.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ProcessGroup()
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), device, owns_group=owns)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if timeout is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, timeout=timeout)
+    return ProcessGroup(dist.get_rank(), dist.get_world_size(), owns)
+
+
+def _setup_distributed(config: TrainConfig) -> _Dist:
+    """The training device and, under torchrun, the process group: each rank on its own GPU (``LOCAL_RANK``)."""
+    device = resolve_device(config.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    group = join_process_group(device)
+    return _Dist(group.rank, group.world_size, device, owns_group=group.owns)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -313,16 +337,102 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
            *, resume: bool, collate_fn: Callable | None, meta: dict[str, Any] | None,
            save_final: SaveFinal, validate: Validate | None, best_metric: str | None,
            sample_unit: tuple[str, int] | None) -> TrainResult:
-    n = len(dataset)  # type: ignore[arg-type]
+    steps_per_epoch = _steps_per_epoch(len(dataset), config, ctx)  # type: ignore[arg-type]
+    last_path, log_path, final_path, best_path = out / LAST, out / LOG, out / FINAL, out / BEST
+    best_key = None if validate is None or best_metric is None else _VAL + best_metric
+    parts = _build_parts(model, config, ctx.device, steps_per_epoch)
+    if resume:
+        start = _resume(parts, last_path, config, steps_per_epoch, best_key)
+    elif last_path.exists():
+        raise InputError(out, "already holds a training run (last.pt); pass --resume to continue it "
+                         "or choose another output folder")
+    else:
+        start = _Start()
+    if ctx.is_main:
+        _write_run_config(out, config, sample_unit, validate, best_key, meta)
+    _warn_if_polyak_outlasts_run(parts, config, steps_per_epoch)
+    train_model = _for_all_ranks(model, ctx)
+    global_step, best, start_step = start.global_step, start.best, start.step
+
+    def checkpoint(epoch: int, step: int, global_step: int) -> None:
+        if ctx.is_main:
+            _save_last(last_path, parts, config, meta, epoch=epoch, step=step, global_step=global_step, best=best)
+
+    items = _SeededItems(dataset, config.seed)
+    collate = _Collate(collate_fn)
+    history: list[dict[str, Any]] = []
+    for epoch in range(start.epoch, config.epochs):
+        done = _train_epoch(train_model, parts, loss_fn, items, collate, config, ctx, epoch=epoch,
+                            start_step=start_step, global_step=global_step, steps_per_epoch=steps_per_epoch,
+                            checkpoint=checkpoint)
+        global_step = done.global_step
+        record = _epoch_record(done.sums, done.count, ctx, epoch=epoch + 1, lr=done.lr, elapsed=done.elapsed,
+                               samples=done.count * config.batch_size, global_step=global_step,
+                               sample_unit=sample_unit)
+        if validate is not None:
+            best = _validate_and_keep_best(validate, parts.final_model, record, ctx, epoch=epoch + 1,
+                                           best_metric=best_metric, best_key=best_key, best=best,
+                                           save_final=save_final, best_path=best_path)
+        history.append(record)
+        checkpoint(epoch + 1, 0, global_step)
+        _log_epoch(record, log_path, out, ctx, epochs=config.epochs, best_key=best_key)
+        start_step = 0
+
+    final = parts.final_model
+    final.eval()
+    if ctx.is_main:
+        save_final(final, final_path)
+    if ctx.world_size > 1:
+        dist.barrier()
+    return TrainResult(model=final, out_dir=out, last_path=last_path, model_path=final_path,
+                       epochs=max(config.epochs, start.epoch), global_step=global_step, history=tuple(history),
+                       best_path=best_path if best is not None else None, best=best)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop's steps
+
+
+def _steps_per_epoch(n: int, config: TrainConfig, ctx: _Dist) -> int:
+    """Optimizer steps per epoch for ``n`` samples (the last, partial batch is dropped); InputError when the
+    global batch does not split over the processes or the data set is smaller than one batch."""
     if config.batch_size % ctx.world_size:
         raise InputError(None, f"--batch-size {config.batch_size} is not divisible by the {ctx.world_size} processes")
     steps_per_epoch = n // config.batch_size
     if steps_per_epoch == 0:
         raise InputError(None, f"the training set has {n} samples, fewer than one batch of {config.batch_size}; "
                          "lower --batch-size")
-    last_path, log_path, final_path, best_path = out / LAST, out / LOG, out / FINAL, out / BEST
-    best_key = None if validate is None or best_metric is None else _VAL + best_metric
-    device = ctx.device
+    return steps_per_epoch
+
+
+def _for_all_ranks(model: nn.Module, ctx: _Dist) -> nn.Module:
+    """The module the steps call: ``model`` wrapped in DistributedDataParallel under torchrun, else itself."""
+    if ctx.world_size <= 1:
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                               else None)
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What a training run updates: the model, its Polyak average, optimizer, schedule and AMP scaler."""
+
+    model: nn.Module
+    averaged: AveragedModel | None  # None when polyak = 0
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    amp_dtype: torch.dtype
+
+    @property
+    def final_model(self) -> nn.Module:
+        """The model in its final form: the Polyak average when averaging is on."""
+        return self.averaged.module if self.averaged is not None else self.model
+
+
+def _build_parts(model: nn.Module, config: TrainConfig, device: torch.device, steps_per_epoch: int) -> _Parts:
+    """Move ``model`` to ``device`` (and memory format) and build its average, SGD, schedule and scaler."""
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     averaged = None
@@ -336,162 +446,200 @@ def _train(model: nn.Module, dataset: Dataset, loss_fn: LossFn, config: TrainCon
         raise InputError(None, f"amp_dtype must be bfloat16 or float16, not {config.amp_dtype!r}")
     amp_dtype = getattr(torch, config.amp_dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    return _Parts(model, averaged, optimizer, scheduler, scaler, use_amp, amp_dtype)
 
-    start_epoch, start_step, global_step = 0, 0, 0
+
+@dataclass(frozen=True)
+class _Start:
+    """Where a run starts: 0-based epoch, step within it, optimizer steps so far, and the best so far."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
     best: dict[str, Any] | None = None  # {"metric", "value", "epoch"} of best.pt, kept in last.pt
-    if resume:
-        if not last_path.exists():
-            raise InputError(last_path, "no checkpoint to resume from (train without --resume first)")
-        from backbone.checkpoint import read_torch_file
 
-        # validated as every checkpoint we read (regular file, bounded records, tensors that own their
-        # storage and are finite); loaded on the CPU, load_state_dict moves each tensor to its parameter
-        state = read_torch_file(last_path)
-        missing = [k for k in _RESUME_KEYS if not isinstance(state, dict) or k not in state]
-        if missing:
-            raise InputError(last_path, f"not a training checkpoint of this program (no {', '.join(missing)}); "
-                                        "train without --resume into another folder")
-        if not isinstance(state["config"], dict) or not all(
-                type(state[k]) is int and state[k] >= 0 for k in ("epoch", "step", "global_step")):
-            raise InputError(last_path, "not a training checkpoint of this program (config not a dict, or "
-                                        "epoch/step not non-negative integers)")
-        _check_resume_config(state["config"], config, last_path)
-        if averaged is not None and state.get("averaged") is None:
-            raise InputError(last_path, "was trained with polyak=0, cannot resume with Polyak averaging")
-        try:
-            model.load_state_dict(state["model"])
-            if averaged is not None:
-                averaged.load_state_dict(state["averaged"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(last_path, f"does not fit this model or optimizer ({first[:200]})") from None
-        start_epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
-        # the schedule counts SGD steps (checkpoints written before it did counted epochs): restart it there
-        scheduler.last_epoch = global_step
-        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
-            group["lr"] = base * scheduler.lr_lambdas[0](global_step)
-        best = state.get("best")
-        if best is not None and best_key is not None and best["metric"] != best_key:
-            log.warning("%s: best.pt was chosen by %s, this run chooses by %s: starting the best over",
-                        last_path, best["metric"], best_key)
-            best = None
-        log.info("resuming %s at epoch %d, step %d of %d", last_path, start_epoch + 1, start_step, steps_per_epoch)
-        del state
-    elif last_path.exists():
-        raise InputError(out, "already holds a training run (last.pt); pass --resume to continue it "
-                         "or choose another output folder")
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "config.json") as tmp:
-            tmp.write_text(json.dumps({"train": config.to_dict(), "batch": _batch_record(config, sample_unit),
-                                       "validation": None if validate is None else {"best_metric": best_key},
-                                       "meta": meta or {}}, indent=2, default=str))
-    if averaged is not None and config.epochs * steps_per_epoch < 1 / (1 - config.polyak):
+
+def _resume(parts: _Parts, last_path: Path, config: TrainConfig, steps_per_epoch: int,
+            best_key: str | None) -> _Start:
+    """Load ``last.pt`` into ``parts`` (one InputError line when it does not fit) and say where it stopped."""
+    if not last_path.exists():
+        raise InputError(last_path, "no checkpoint to resume from (train without --resume first)")
+    from backbone.checkpoint import read_torch_file
+
+    # validated as every checkpoint we read (regular file, bounded records, tensors that own their
+    # storage and are finite); loaded on the CPU, load_state_dict moves each tensor to its parameter
+    state = read_torch_file(last_path)
+    missing = [k for k in _RESUME_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise InputError(last_path, f"not a training checkpoint of this program (no {', '.join(missing)}); "
+                                    "train without --resume into another folder")
+    if not isinstance(state["config"], dict) or not all(
+            type(state[k]) is int and state[k] >= 0 for k in ("epoch", "step", "global_step")):
+        raise InputError(last_path, "not a training checkpoint of this program (config not a dict, or "
+                                    "epoch/step not non-negative integers)")
+    _check_resume_config(state["config"], config, last_path)
+    if parts.averaged is not None and state.get("averaged") is None:
+        raise InputError(last_path, "was trained with polyak=0, cannot resume with Polyak averaging")
+    try:
+        parts.model.load_state_dict(state["model"])
+        if parts.averaged is not None:
+            parts.averaged.load_state_dict(state["averaged"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        parts.scheduler.load_state_dict(state["scheduler"])
+        parts.scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(last_path, f"does not fit this model or optimizer ({first[:200]})") from None
+    epoch, step, global_step = state["epoch"], state["step"], state["global_step"]
+    # the schedule counts SGD steps (checkpoints written before it did counted epochs): restart it there
+    parts.scheduler.last_epoch = global_step
+    for group, base in zip(parts.optimizer.param_groups, parts.scheduler.base_lrs):
+        group["lr"] = base * parts.scheduler.lr_lambdas[0](global_step)
+    best = state.get("best")
+    if best is not None and best_key is not None and best["metric"] != best_key:
+        log.warning("%s: best.pt was chosen by %s, this run chooses by %s: starting the best over",
+                    last_path, best["metric"], best_key)
+        best = None
+    log.info("resuming %s at epoch %d, step %d of %d", last_path, epoch + 1, step, steps_per_epoch)
+    return _Start(epoch, step, global_step, best)
+
+
+def _write_run_config(out: Path, config: TrainConfig, sample_unit: tuple[str, int] | None,
+                      validate: Validate | None, best_key: str | None, meta: dict[str, Any] | None) -> None:
+    """``out/config.json``: the recipe, the batch in samples (and the task's unit), validation and ``meta``."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "config.json") as tmp:
+        tmp.write_text(json.dumps({"train": config.to_dict(), "batch": _batch_record(config, sample_unit),
+                                   "validation": None if validate is None else {"best_metric": best_key},
+                                   "meta": meta or {}}, indent=2, default=str))
+
+
+def _warn_if_polyak_outlasts_run(parts: _Parts, config: TrainConfig, steps_per_epoch: int) -> None:
+    if parts.averaged is not None and config.epochs * steps_per_epoch < 1 / (1 - config.polyak):
         log.warning("Polyak decay %g averages over ~%d steps but the run has only %d: the final model will "
                     "lean towards early weights (lower --polyak for short runs)", config.polyak,
                     round(1 / (1 - config.polyak)), config.epochs * steps_per_epoch)
 
-    train_model: nn.Module = model
-    if ctx.world_size > 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def checkpoint(epoch: int, step: int) -> None:
-        if not ctx.is_main:
-            return
-        state = {"model": model.state_dict(), "averaged": None if averaged is None else averaged.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "global_step": global_step,
-                 "best": best, "config": config.to_dict(), "meta": meta or {}}
-        with atomic_path(last_path) as tmp:
-            torch.save(state, tmp)
+def _save_last(path: Path, parts: _Parts, config: TrainConfig, meta: dict[str, Any] | None, *, epoch: int,
+               step: int, global_step: int, best: dict[str, Any] | None) -> None:
+    """Write the resumable ``last.pt`` (atomically): everything :func:`_resume` reads back."""
+    state = {"model": parts.model.state_dict(),
+             "averaged": None if parts.averaged is None else parts.averaged.state_dict(),
+             "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+             "scaler": parts.scaler.state_dict(), "epoch": epoch, "step": step, "global_step": global_step,
+             "best": best, "config": config.to_dict(), "meta": meta or {}}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
-    items = _SeededItems(dataset, config.seed)
-    collate = _Collate(collate_fn)
-    history: list[dict[str, Any]] = []
-    for epoch in range(start_epoch, config.epochs):
-        sampler = EpochBatches(n, config.batch_size, seed=config.seed, epoch=epoch, rank=ctx.rank,
-                               world_size=ctx.world_size, start_step=start_step)
-        loader = DataLoader(items, batch_sampler=sampler, collate_fn=collate, num_workers=config.workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
-        train_model.train()
-        sums: dict[str, Tensor] = {}
-        count, t0 = 0, time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not (wants_progress() and ctx.is_main), leave=False, unit="step")
-        for step, batch in enumerate(loader, start=start_step):
-            if isinstance(batch, _Failure):
-                raise InputError(batch.path, batch.problem)
-            torch.manual_seed(derive_seed(config.seed, epoch, step, ctx.rank, 0xD20))
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                loss, metrics = loss_fn(train_model, batch, device)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if averaged is not None:
-                averaged.update_parameters(model)
-            scheduler.step()
-            global_step += 1
-            count += 1
-            for key, value in {"loss": loss, **metrics}.items():
-                value = torch.as_tensor(value, dtype=torch.float64).detach().to(device)
-                sums[key] = sums.get(key, torch.zeros((), dtype=torch.float64, device=device)) + value
-            bar.update(1)
-            if count % config.log_every == 0 or step + 1 == steps_per_epoch:
-                running = {k: v.item() / count for k, v in sums.items()}
-                if not math.isfinite(running["loss"]):
-                    raise InputError(None, f"training diverged: loss is {running['loss']} in epoch {epoch + 1}, "
-                                     f"step {step + 1}; lower --lr")
-                bar.set_postfix({k: f"{v:.4g}" for k, v in running.items()})
-                log.debug("epoch %d step %d/%d %s", epoch + 1, step + 1, steps_per_epoch,
-                          " ".join(f"{k} {v:.4g}" for k, v in running.items()))
-            if step + 1 < steps_per_epoch and global_step % config.checkpoint_every == 0:
-                checkpoint(epoch, step + 1)
-        bar.close()
-        elapsed = time.perf_counter() - t0
-        record = _epoch_record(sums, count, ctx, epoch=epoch + 1, lr=lr, elapsed=elapsed,
-                               samples=count * config.batch_size, global_step=global_step, sample_unit=sample_unit)
-        final = averaged.module if averaged is not None else model
-        if validate is not None:
-            t_val = time.perf_counter()
-            metrics = _run_validation(validate, final, epoch + 1, ctx)
-            record.update({_VAL + k: v for k, v in metrics.items()})
-            record[_VAL + "time_s"] = time.perf_counter() - t_val
-            if best_key is not None:
-                if best_key not in record:
-                    raise ValueError(f"best_metric {best_metric!r} is not among the validation metrics "
-                                     f"({', '.join(metrics) or 'none'})")
-                value = record[best_key]
-                if math.isfinite(value) and (best is None or value > best["value"]):
-                    best = {"metric": best_key, "value": value, "epoch": epoch + 1}
-                    if ctx.is_main:
-                        save_final(final, best_path)
-                    log.log(logging.INFO if ctx.is_main else logging.DEBUG, "epoch %d: best %s so far (%.4g) -> %s",
-                            epoch + 1, best_key, value, best_path)
-        history.append(record)
-        checkpoint(epoch + 1, 0)
-        if ctx.is_main:
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            write_summaries(log_path, out, best_metric=best_key)
-        log.log(logging.INFO if ctx.is_main else logging.DEBUG, "epoch %d/%d: %s", epoch + 1, config.epochs,
-                " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)))
-        start_step = 0
 
-    final = averaged.module if averaged is not None else model
-    final.eval()
+@dataclass(frozen=True)
+class _EpochTotals:
+    """What :func:`_train_epoch` hands to the epoch record."""
+
+    sums: dict[str, Tensor]  # loss and metrics summed over this call's steps (float64, on the device)
+    count: int               # steps taken by this call
+    lr: float                # learning rate at the epoch's (or resumed part's) first step
+    elapsed: float           # seconds
+    global_step: int         # optimizer steps in total after the epoch
+
+
+def _train_epoch(train_model: nn.Module, parts: _Parts, loss_fn: LossFn, items: _SeededItems, collate: _Collate,
+                 config: TrainConfig, ctx: _Dist, *, epoch: int, start_step: int, global_step: int,
+                 steps_per_epoch: int, checkpoint: Callable[[int, int, int], None]) -> _EpochTotals:
+    """One epoch (0-based ``epoch``) from ``start_step``: a progress bar, a divergence check every
+    ``log_every`` steps, and ``checkpoint(epoch, step, global_step)`` every ``checkpoint_every`` steps."""
+    sampler = EpochBatches(len(items), config.batch_size, seed=config.seed, epoch=epoch, rank=ctx.rank,
+                           world_size=ctx.world_size, start_step=start_step)
+    loader = DataLoader(items, batch_sampler=sampler, collate_fn=collate, num_workers=config.workers,
+                        pin_memory=ctx.device.type == "cuda", persistent_workers=False)
+    train_model.train()
+    sums: dict[str, Tensor] = {}
+    count, t0 = 0, time.perf_counter()
+    lr = parts.optimizer.param_groups[0]["lr"]
+    bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{config.epochs}",
+               disable=not (wants_progress() and ctx.is_main), leave=False, unit="step")
+    for step, batch in enumerate(loader, start=start_step):
+        if isinstance(batch, _Failure):
+            raise InputError(batch.path, batch.problem)
+        loss, metrics = _train_step(train_model, parts, loss_fn, batch, ctx.device,
+                                    seed=derive_seed(config.seed, epoch, step, ctx.rank, 0xD20))
+        global_step += 1
+        count += 1
+        for key, value in {"loss": loss, **metrics}.items():
+            value = torch.as_tensor(value, dtype=torch.float64).detach().to(ctx.device)
+            sums[key] = sums.get(key, torch.zeros((), dtype=torch.float64, device=ctx.device)) + value
+        bar.update(1)
+        if count % config.log_every == 0 or step + 1 == steps_per_epoch:
+            _show_running(sums, count, bar, epoch=epoch, step=step, steps_per_epoch=steps_per_epoch)
+        if step + 1 < steps_per_epoch and global_step % config.checkpoint_every == 0:
+            checkpoint(epoch, step + 1, global_step)
+    bar.close()
+    return _EpochTotals(sums, count, lr, time.perf_counter() - t0, global_step)
+
+
+def _train_step(train_model: nn.Module, parts: _Parts, loss_fn: LossFn, batch: Any, device: torch.device, *,
+                seed: int) -> tuple[Tensor, dict[str, float | Tensor]]:
+    """One SGD step on ``batch`` (torch's generator seeded with ``seed`` first, for dropout): loss under
+    autocast, scaled backward, optimizer, Polyak average, schedule. Returns ``loss_fn``'s loss and metrics."""
+    torch.manual_seed(seed)
+    with torch.autocast(device_type=device.type, dtype=parts.amp_dtype, enabled=parts.use_amp):
+        loss, metrics = loss_fn(train_model, batch, device)
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scaler.scale(loss).backward()
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    if parts.averaged is not None:
+        parts.averaged.update_parameters(parts.model)
+    parts.scheduler.step()
+    return loss, metrics
+
+
+def _show_running(sums: dict[str, Tensor], count: int, bar: tqdm, *, epoch: int, step: int,
+                  steps_per_epoch: int) -> None:
+    """Running means on the progress bar and in the debug log; InputError when the loss is not finite."""
+    running = {k: v.item() / count for k, v in sums.items()}
+    if not math.isfinite(running["loss"]):
+        raise InputError(None, f"training diverged: loss is {running['loss']} in epoch {epoch + 1}, "
+                         f"step {step + 1}; lower --lr")
+    bar.set_postfix({k: f"{v:.4g}" for k, v in running.items()})
+    log.debug("epoch %d step %d/%d %s", epoch + 1, step + 1, steps_per_epoch,
+              " ".join(f"{k} {v:.4g}" for k, v in running.items()))
+
+
+def _validate_and_keep_best(validate: Validate, final: nn.Module, record: dict[str, Any], ctx: _Dist, *,
+                            epoch: int, best_metric: str | None, best_key: str | None,
+                            best: dict[str, Any] | None, save_final: SaveFinal,
+                            best_path: Path) -> dict[str, Any] | None:
+    """Add ``validate``'s numbers (``val_<name>``, ``val_time_s``) to the 1-based ``epoch``'s ``record``;
+    when ``best_key`` beats ``best``, write ``best.pt`` (rank 0). Returns the best so far."""
+    t_val = time.perf_counter()
+    metrics = _run_validation(validate, final, epoch, ctx)
+    record.update({_VAL + k: v for k, v in metrics.items()})
+    record[_VAL + "time_s"] = time.perf_counter() - t_val
+    if best_key is not None:
+        if best_key not in record:
+            raise ValueError(f"best_metric {best_metric!r} is not among the validation metrics "
+                             f"({', '.join(metrics) or 'none'})")
+        value = record[best_key]
+        if math.isfinite(value) and (best is None or value > best["value"]):
+            best = {"metric": best_key, "value": value, "epoch": epoch}
+            if ctx.is_main:
+                save_final(final, best_path)
+            log.log(logging.INFO if ctx.is_main else logging.DEBUG, "epoch %d: best %s so far (%.4g) -> %s",
+                    epoch, best_key, value, best_path)
+    return best
+
+
+def _log_epoch(record: dict[str, Any], log_path: Path, out: Path, ctx: _Dist, *, epochs: int,
+               best_key: str | None) -> None:
+    """Append ``record`` to ``log.jsonl`` and rebuild ``metrics.csv``/``curves.png`` (rank 0); log one line."""
     if ctx.is_main:
-        save_final(final, final_path)
-    if ctx.world_size > 1:
-        dist.barrier()
-    return TrainResult(model=final, out_dir=out, last_path=last_path, model_path=final_path,
-                       epochs=max(config.epochs, start_epoch), global_step=global_step, history=tuple(history),
-                       best_path=best_path if best is not None else None, best=best)
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        write_summaries(log_path, out, best_metric=best_key)
+    log.log(logging.INFO if ctx.is_main else logging.DEBUG, "epoch %d/%d: %s", record["epoch"], epochs,
+            " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)))
 
 
 _VAL = "val_"  # prefix of validation numbers in the epoch records
@@ -590,4 +738,5 @@ def seed_everything(seed: int) -> None:
 
 
 __all__: Sequence[str] = ("TrainConfig", "TrainResult", "train", "LossFn", "SaveFinal", "Validate", "EpochBatches",
-                          "MethodAsForward", "epoch_permutation", "derive_seed", "seed_everything")
+                          "MethodAsForward", "epoch_permutation", "derive_seed", "seed_everything", "ProcessGroup",
+                          "join_process_group")

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
+from backbone.engine import join_process_group
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -43,14 +45,10 @@ class Shard:
 
 
 def init_shard(device: torch.device) -> Shard:
-    """Join the ``torchrun`` process group if there is one (NCCL on CUDA, gloo otherwise)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Shard()
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
-    return Shard(dist.get_rank(), dist.get_world_size())
+    """Join the ``torchrun`` process group if there is one (NCCL on CUDA, gloo otherwise; collectives wait up
+    to 2 hours, for ranks whose shards take longer): :func:`backbone.engine.join_process_group`."""
+    group = join_process_group(device, timeout=datetime.timedelta(hours=2))
+    return Shard(group.rank, group.world_size)
 
 
 def local_device(device: torch.device) -> torch.device:
