@@ -159,42 +159,11 @@ def format_line(result: ImageResult, class_names: list[str], *, show_threshold: 
     return f"{escape(result.path)}  {result.width}x{result.height}  {what}  ({seconds:.2f}s)"
 
 
-def coco_rows(image_id: int, result: ImageResult, category_ids: list) -> list[dict]:
-    """One image's detections as COCO results (xywh, the data set's own category ids)."""
-    from torchvision.ops import box_convert
-
-    from backbone.inputs import input_name
-
-    d = result.detections
-    xywh = box_convert(d.boxes, "xyxy", "xywh")
-    name = input_name(result.path)
-    return [{"image_id": image_id, "category_id": category_ids[label - 1],
-             "bbox": [round(v, 2) for v in box], "score": round(score, 5), "file_name": name}
-            for box, score, label in zip(xywh.tolist(), d.scores.tolist(), d.labels.tolist())]
-
-
 def txt_lines(result: ImageResult, category_ids: list) -> str:
     """``--save-txt``: one ``category_id x1 y1 x2 y2 score`` line per detection (absolute pixels)."""
     d = result.detections
     return "".join(f"{category_ids[label - 1]} {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f} {score:.5f}\n"
                    for (x1, y1, x2, y2), score, label in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()))
-
-
-def ilsvrc_lines(index: int, result: ImageResult, class_names: list[str], category_ids: list) -> str:
-    """One image's detections in the ILSVRC DET devkit's submission format (the image numbered
-    ``index + 1``: its position in the input list), through the evaluator's own writer so the +1 pixel
-    convention lives in one place."""
-    import torch
-
-    from detect.datasets import DetectionDataset, ImageRecord
-    from detect.evaluation.results import to_ilsvrc_submission
-
-    empty = torch.zeros((0, 4))
-    record = ImageRecord(index + 1, Path(str(result.path)), result.width, result.height, empty,
-                         torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool))
-    dataset = DetectionDataset([record], list(class_names), list(category_ids), "ilsvrc", Path("."),
-                               image_index={index + 1: index + 1})
-    return to_ilsvrc_submission({index + 1: result.detections}, dataset)
 
 
 def unique_names(items: Sequence[Any], suffix: str = ".jpg") -> list[str]:
@@ -404,8 +373,9 @@ def _write_outputs(args, shard, inputs: list, names: list[str], category_ids: li
     import shutil
 
     from backbone.files import atomic_path, write_json
-    from backbone.inputs import is_url
+    from backbone.inputs import input_name, is_url
     from detect import runstore
+    from detect.evaluation.results import coco_rows, ilsvrc_lines
 
     folder = runstore.parts_folder(args.out)
     ok, skipped = runstore.counts(folder)
@@ -431,11 +401,13 @@ def _write_outputs(args, shard, inputs: list, names: list[str], category_ids: li
                     skipped_list.append({"input": rec.input, "error": rec.error})
                     continue
                 done.append(rec.input)
-                for row in coco_rows(_image_id(rec.input, rec.index), rec.result, category_ids):
+                rows = coco_rows(_image_id(rec.input, rec.index), rec.result.detections, category_ids,
+                                 file_name=input_name(rec.result.path), rounded=True)
+                for row in rows:
                     fj.write(("" if first else ", ") + json.dumps(row, allow_nan=False))
                     first = False
-                if ft is not None:
-                    ft.write(ilsvrc_lines(rec.index, rec.result, names, category_ids))
+                if ft is not None:  # the image numbered by its position in the input list
+                    ft.write(ilsvrc_lines(rec.index + 1, rec.result.detections, len(names)))
             fj.write("]")
     run_info = {"config": {**config.to_dict(), "classes": args.classes}, "show_threshold": args.show_threshold,
                 "weights": args.weights, "multibox_weights": args.multibox_weights, "device": str(device),

@@ -14,15 +14,15 @@ from typing import Any
 _EXPORTS = {
     "CocoMetrics": "coco", "CocoGroundTruth": "coco", "evaluate_coco": "coco", "read_coco_ground_truth": "coco",
     "coco_detection_boxes": "coco",
-    "DetectionEvaluator": "evaluator",
     "IlsvrcMetrics": "ilsvrc", "evaluate_ilsvrc": "ilsvrc", "read_blacklist": "ilsvrc",
     "confusion_matrix": "confusion",
     "plot_pr_curves": "plots", "plot_pr_overview": "plots", "plot_confusion_matrix": "plots",
     "write_confusion_csv": "confusion",
     "cut_results_warning": "report", "format_metrics": "report", "format_per_class_table": "report",
     "write_summary": "report",
-    "load_coco_results": "results", "load_ilsvrc_submission": "results", "results_to_detections": "results",
-    "to_coco_results": "results", "to_ilsvrc_submission": "results",
+    "coco_rows": "results", "ilsvrc_lines": "results", "load_coco_results": "results",
+    "load_ilsvrc_submission": "results", "results_to_detections": "results", "to_coco_results": "results",
+    "to_ilsvrc_submission": "results",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from backbone.errors import InputError, short_repr
 from backbone.safeio import load_json, read_bytes
@@ -57,6 +57,38 @@ def _check_labels(dets: Detections, num_classes: int, image_id: Any) -> None:
                          f"{int(dets.labels.min())}..{int(dets.labels.max())}")
 
 
+def coco_rows(image_id: Any, dets: Detections, category_ids: Sequence[Any], *, file_name: str | None = None,
+              rounded: bool = False) -> list[dict]:
+    """One image's detections as COCO results rows: the one COCO writer (``detect run``, ``detect eval
+    --weights``, training validation).
+
+    Args:
+        image_id: the id written for this image.
+        dets: labels ``1..K``, boxes xyxy pixels.
+        category_ids: the category id of each label (``category_ids[label - 1]``).
+        file_name: written as ``"file_name"`` when given (``detect run``: so that ``detect eval --results``
+            can match an image by name when its id is an index, see :func:`check_coco_results`).
+        rounded: boxes to 0.01 px and scores to 1e-5 (``detect run``'s files), else the float32 values.
+
+    Returns:
+        ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"(, "file_name")}, ...]`` in detection order.
+    """
+    from torchvision.ops import box_convert
+
+    if not len(dets):
+        return []
+    _check_labels(dets, len(category_ids), image_id)
+    xywh = box_convert(dets.boxes.float(), "xyxy", "xywh").tolist()
+    rows = []
+    for box, score, label in zip(xywh, dets.scores.tolist(), dets.labels.tolist()):
+        row = {"image_id": image_id, "category_id": category_ids[label - 1],
+               "bbox": [round(v, 2) for v in box] if rounded else box, "score": round(score, 5) if rounded else score}
+        if file_name is not None:
+            row["file_name"] = file_name
+        rows.append(row)
+    return rows
+
+
 def to_coco_results(dets_by_image: DetectionsByImage, dataset: DetectionDataset) -> list[dict]:
     """Detections as a COCO results list (xywh boxes, the data set's own category and image ids).
 
@@ -65,21 +97,11 @@ def to_coco_results(dets_by_image: DetectionsByImage, dataset: DetectionDataset)
         dataset: gives the category id of each label.
 
     Returns:
-        ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` in image then detection order.
+        ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` in image then detection order
+        (:func:`coco_rows` of each image).
     """
-    from torchvision.ops import box_convert
-
     _check_image_ids(dets_by_image, dataset)
-    cat_ids = dataset.category_ids
-    out: list[dict] = []
-    for image_id, dets in dets_by_image.items():
-        if not len(dets):
-            continue
-        _check_labels(dets, len(cat_ids), image_id)
-        xywh = box_convert(dets.boxes.float(), "xyxy", "xywh").tolist()
-        for box, score, label in zip(xywh, dets.scores.tolist(), dets.labels.tolist()):
-            out.append({"image_id": image_id, "category_id": cat_ids[label - 1], "bbox": box, "score": score})
-    return out
+    return [row for image_id, dets in dets_by_image.items() for row in coco_rows(image_id, dets, dataset.category_ids)]
 
 
 def _finite(value: Any) -> bool:
@@ -192,25 +214,38 @@ def to_ilsvrc_submission(dets_by_image: DetectionsByImage, dataset: DetectionDat
     Returns:
         The file's text, lines sorted by image index, then by decreasing confidence.
     """
-    import torch
-
     if dataset.kind != "ilsvrc":
         raise ValueError(f"the ILSVRC submission format needs an ILSVRC data set, got kind {dataset.kind!r}")
     _check_image_ids(dets_by_image, dataset)
     index = {r.image_id: dataset.image_index.get(r.image_id, pos + 1) for pos, r in enumerate(dataset.records)}
-    lines = []
-    for image_id in sorted(dets_by_image, key=index.__getitem__):
-        dets = dets_by_image[image_id]
-        if not len(dets):
-            continue
-        _check_labels(dets, dataset.num_classes, image_id)
-        order = torch.argsort(dets.scores, descending=True, stable=True)
-        one_based = torch.round(dets.boxes[order].double()) + torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
-        one_based[:, 2:] = torch.maximum(one_based[:, 2:], one_based[:, :2])  # a sub-pixel box stays 1 px wide
-        for (x1, y1, x2, y2), score, label in zip(one_based.long().tolist(), dets.scores[order].tolist(),
-                                                  dets.labels[order].tolist()):
-            lines.append(f"{index[image_id]} {label} {score:.6g} {x1} {y1} {x2} {y2}")
-    return "".join(line + "\n" for line in lines)
+    return "".join(ilsvrc_lines(index[image_id], dets_by_image[image_id], dataset.num_classes, image_id=image_id)
+                   for image_id in sorted(dets_by_image, key=index.__getitem__))
+
+
+def ilsvrc_lines(image_index: int, dets: Detections, num_classes: int, *, image_id: Any = None) -> str:
+    """One image's detections in the devkit's submission format: the one ILSVRC writer (``detect run``, ``detect
+    eval --weights``), where the devkit's +1 pixel rule lives (see the module docstring).
+
+    Args:
+        image_index: the image's 1-based devkit index (the image-set file's, else its position + 1).
+        dets: labels ``1..num_classes`` in the devkit's class order, boxes xyxy pixels.
+        num_classes: 200 for ILSVRC DET.
+        image_id: named in the error for a bad label (default: ``image_index``).
+
+    Returns:
+        Lines ``<image_index> <label> <confidence> <xmin> <ymin> <xmax> <ymax>\\n`` by decreasing confidence.
+    """
+    import torch
+
+    if not len(dets):
+        return ""
+    _check_labels(dets, num_classes, image_index if image_id is None else image_id)
+    order = torch.argsort(dets.scores, descending=True, stable=True)
+    one_based = torch.round(dets.boxes[order].double()) + torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    one_based[:, 2:] = torch.maximum(one_based[:, 2:], one_based[:, :2])  # a sub-pixel box stays 1 px wide
+    return "".join(f"{image_index} {label} {score:.6g} {x1} {y1} {x2} {y2}\n"
+                   for (x1, y1, x2, y2), score, label in zip(one_based.long().tolist(), dets.scores[order].tolist(),
+                                                             dets.labels[order].tolist()))
 
 
 def load_ilsvrc_submission(path: str | os.PathLike, dataset: DetectionDataset) -> dict[Any, Detections]:

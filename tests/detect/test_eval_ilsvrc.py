@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 
 from backbone.errors import InputError
 from detect.datasets import DetectionDataset, ImageRecord
-from detect.evaluation import (DetectionEvaluator, evaluate_ilsvrc, load_ilsvrc_submission, read_blacklist,
+from detect.evaluation import (evaluate_coco, evaluate_ilsvrc, load_ilsvrc_submission, read_blacklist,
                                to_ilsvrc_submission)
 from detect.evaluation.ilsvrc import devkit_iou, devkit_threshold, voc_ap
 from detect.structures import Detections
@@ -249,22 +249,20 @@ def test_crowded_images_match_the_devkit_transcription(rng: np.random.Generator)
     assert 0.2 < reference[0] < 0.95 and reference[1:] == [-1.0, -1.0]
 
 
-def test_evaluator_collects_image_by_image() -> None:
+def test_evaluation_of_some_images_counts_the_others_as_missed() -> None:
+    """(Moved from the removed DetectionEvaluator: evaluate_ilsvrc / evaluate_coco take {image_id: Detections}
+    of the images processed so far; the assertions are the same.)"""
     a = record("a", [[0, 0, 50, 50]], [1])
     b = record("b", [[0, 0, 50, 50]], [2])
-    ev = DetectionEvaluator(dataset(a, b))
-    assert ev.metric == "ilsvrc"
-    ev.process("a", dets([[0, 0, 50, 50]], [0.9], [1]))
-    assert ev.evaluate().per_class_AP == {"cat": 1.0, "dog": 0.0, "yak": -1.0}  # b not processed: a miss
-    ev.process("b", dets([[0, 0, 50, 50]], [0.9], [2]))
-    assert ev.evaluate().mAP == 1.0
-    ev.reset()
-    assert ev.evaluate().mAP == 0.0
+    processed = {"a": dets([[0, 0, 50, 50]], [0.9], [1])}
+    assert evaluate_ilsvrc(dataset(a, b), processed).per_class_AP == {"cat": 1.0, "dog": 0.0, "yak": -1.0}  # b: a miss
+    processed["b"] = dets([[0, 0, 50, 50]], [0.9], [2])
+    assert evaluate_ilsvrc(dataset(a, b), processed).mAP == 1.0
+    assert evaluate_ilsvrc(dataset(a, b), {}).mAP == 0.0
     with pytest.raises(ValueError, match="not in"):
-        ev.process("zzz", dets([], [], []))
-    coco = DetectionEvaluator(dataset(a, b), metric="coco")
-    coco.process("a", dets([[0, 0, 50, 50]], [0.9], [1]))
-    assert coco.evaluate().per_class_AP["cat"] == pytest.approx(1.0)
+        evaluate_ilsvrc(dataset(a, b), {"zzz": dets([], [], [])})
+    coco = evaluate_coco(dataset(a, b), {"a": dets([[0, 0, 50, 50]], [0.9], [1])})
+    assert coco.per_class_AP["cat"] == pytest.approx(1.0)
 
 
 def test_blacklist_skips_a_class_in_an_image(tmp_path: Path) -> None:
