@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from backbone.device import resolve_device
 from backbone.errors import InputError
+from backbone.images import image_to_tensor
 from backbone.inputs import Input, is_url, read_input
 from detect.config import DetectorConfig  # noqa: F401  (re-exported; defined torch-free)
 from detect.postprocess import PostprocessConfig, postprocess
@@ -211,7 +212,7 @@ class Detector:
         detections (before the top-N cap)."""
         if boxes.shape[0] == 0:
             return torch.zeros((0, len(self.class_names) + 1))
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        tensor = image_to_tensor(image)  # Tensor[3, H, W] uint8
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         probs = self.classifier.classify(tensor, boxes.to(self.device), batch_size=self.config.batch_size,
