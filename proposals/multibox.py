@@ -48,6 +48,7 @@ from torchvision.ops import clip_boxes_to_image, nms
 from backbone.checkpoint import checked_preprocessing, load_checkpoint, model_from_checkpoint, save_checkpoint
 from backbone.errors import InputError, short_repr
 from backbone.googlenet import googlenet
+from backbone.images import image_to_tensor
 from backbone.preprocess import Preprocessing
 from proposals.config import MultiBoxConfig  # noqa: F401  (re-exported; defined torch-free)
 from proposals.types import SOURCES, Proposals
@@ -123,7 +124,7 @@ def warp_to_input(image: np.ndarray, size: int) -> torch.Tensor:
     if image.dtype != np.uint8:
         image = image.astype(np.float32, copy=False)
     resized = cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_AREA)
-    t = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+    t = image_to_tensor(resized).float()  # 3 x size x size
     return t.div_(255) if image.dtype == np.uint8 else t
 
 
