@@ -15,7 +15,7 @@ _WHERE = {
     "GoogLeNetConfig": "backbone.googlenet",
     "Preprocessing": "backbone.preprocess",
     "TrainOutputs": "backbone.googlenet",
-    "googlenet": "backbone.googlenet",
+    "googlenet": "backbone.weights",
     "googlenet_loss": "backbone.googlenet",
     "imagenet_classes": "backbone.weights",
     "imagenet_wnids": "backbone.weights",
@@ -36,6 +36,6 @@ lazy_face(__name__, _WHERE)
 
 if TYPE_CHECKING:
     from backbone.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-    from backbone.googlenet import AUX_LOSS_WEIGHT, GoogLeNet, GoogLeNetConfig, TrainOutputs, googlenet, googlenet_loss
+    from backbone.googlenet import AUX_LOSS_WEIGHT, GoogLeNet, GoogLeNetConfig, TrainOutputs, googlenet_loss
     from backbone.preprocess import Preprocessing, preprocess
-    from backbone.weights import imagenet_classes, imagenet_wnids, load_classifier
+    from backbone.weights import googlenet, imagenet_classes, imagenet_wnids, load_classifier

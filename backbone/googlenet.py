@@ -33,7 +33,6 @@ paper's training loss ``ce(logits) + 0.3 * (ce(aux1) + ce(aux2))``.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, NamedTuple
 
 import torch
@@ -378,37 +377,3 @@ def googlenet_loss(outputs: TrainOutputs, targets: Tensor, *, aux_weight: float 
         if aux is not None:
             loss = loss + aux_weight * F.cross_entropy(aux, targets, label_smoothing=label_smoothing)
     return loss
-
-
-def googlenet(*, variant: str | None = None, weights: str | os.PathLike | None = None, num_classes: int | None = None,
-              aux_logits: bool = True, dropout: float | None = None, transform_input: bool | None = None,
-              download: bool = True) -> GoogLeNet:
-    """Build a GoogLeNet.
-
-    Args:
-        variant: ``"paper"`` (Table 1) or ``"torchvision"`` (loads torchvision's state dicts). None: the
-            weights' variant (torchvision for ``"imagenet"``), ``"paper"`` without weights. A variant that
-            does not fit the weights is refused (InputError).
-        weights: None (random initialisation); ``"imagenet"`` (torchvision's ImageNet file
-            ``googlenet-1378be20.pth`` through torch hub's cache, torchvision variant only); or a path to
-            one of our checkpoints or to a raw torchvision-layout state dict.
-        num_classes: classifier outputs. None: the weights' class count (1000 without weights). With
-            ImageNet weights or a raw state dict and a different count, the trunk is loaded and the
-            classifier reset; a checkpoint of ours with a different count is refused (InputError) —
-            use :func:`backbone.checkpoint.model_from_checkpoint` then :meth:`GoogLeNet.reset_classifier`.
-        aux_logits: build the auxiliary heads (training only; their weights are dropped when absent).
-        dropout: classifier dropout; None: 0.4 paper, 0.2 torchvision.
-        transform_input: None: True for torchvision (as its ImageNet weights need), False for paper.
-        download: for ``"imagenet"``, fetch the file when missing, unless ``GOINGDEEPER_OFFLINE=1``.
-
-    Raises:
-        InputError: one line, for weights that are missing, unreadable or do not fit the variant.
-    """
-    if weights is None:
-        config = GoogLeNetConfig(variant=variant or "paper", num_classes=1000 if num_classes is None else num_classes,
-                                 aux_logits=aux_logits, dropout=dropout, transform_input=transform_input)
-        return GoogLeNet(config)
-    from backbone.weights import build_with_weights  # lazy: weights.py imports this module
-
-    return build_with_weights(weights, variant=variant, num_classes=num_classes, aux_logits=aux_logits,
-                              dropout=dropout, transform_input=transform_input, download=download)

@@ -258,7 +258,3 @@ def _is_truncated(path: Path, data: bytes) -> bool:
         return True
     return False
 
-
-# Input expansion (files, folders, globs, list files, URLs) lives in backbone.inputs; re-exported here
-# for the callers that import it from this module.
-from backbone.inputs import expand_inputs, list_images  # noqa: E402,F401

@@ -12,11 +12,14 @@ import types
 class _Face(types.ModuleType):
     """Where a public name is also its module's name (``googlenet``, ``preprocess``, ``selective_search``,
     ``postprocess``), importing that module must not replace the name on the package with the module (as
-    eager imports in ``__init__`` never did): the import system's ``setattr`` stores the name's object."""
+    eager imports in ``__init__`` never did): the import system's ``setattr`` stores the name's object, or
+    nothing when the name is defined in another module (it is then imported from there on first use)."""
 
     def __setattr__(self, name: str, value: object) -> None:
         where = self.__dict__.get("_WHERE", {})
-        if isinstance(value, types.ModuleType) and value.__name__ == where.get(name):
+        if isinstance(value, types.ModuleType) and name in where:
+            if value.__name__ != where[name]:
+                return  # the name lives elsewhere (backbone.googlenet, the builder, is in backbone.weights)
             value = getattr(value, name)
         super().__setattr__(name, value)
 

@@ -1,4 +1,4 @@
-"""Pretrained weights for :func:`backbone.googlenet.googlenet`, and the ImageNet class names.
+"""The GoogLeNet builder :func:`googlenet` (random or pretrained weights), and the ImageNet class names.
 
 ``weights="imagenet"`` is torchvision's ImageNet GoogLeNet (``googlenet-1378be20.pth``, weights ported
 from the paper's model: acc@1 69.78, acc@5 89.53 on ILSVRC-2012 val with 1 crop). It fits only the
@@ -26,7 +26,8 @@ import torch
 from backbone.checkpoint import checked_preprocessing, is_checkpoint, model_from_file, read_torch_file
 from backbone.console import wants_progress
 from backbone.errors import InputError
-from backbone.googlenet import VARIANTS, GoogLeNet
+from backbone.config import VARIANTS
+from backbone.googlenet import GoogLeNet, GoogLeNetConfig
 from backbone.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,38 @@ def imagenet_weights_path(*, download: bool = True) -> Path:
         raise InputError(target, f"ImageNet GoogLeNet weights not found and the download failed "
                                  f"({reason}); {how}") from None
     return target
+
+
+def googlenet(*, variant: str | None = None, weights: str | os.PathLike | None = None, num_classes: int | None = None,
+              aux_logits: bool = True, dropout: float | None = None, transform_input: bool | None = None,
+              download: bool = True) -> GoogLeNet:
+    """Build a GoogLeNet (torchvision's ``models.googlenet`` builder): random, or with weights.
+
+    Args:
+        variant: ``"paper"`` (Table 1) or ``"torchvision"`` (loads torchvision's state dicts). None: the
+            weights' variant (torchvision for ``"imagenet"``), ``"paper"`` without weights. A variant that
+            does not fit the weights is refused (InputError).
+        weights: None (random initialisation); ``"imagenet"`` (torchvision's ImageNet file
+            ``googlenet-1378be20.pth`` through torch hub's cache, torchvision variant only); or a path to
+            one of our checkpoints or to a raw torchvision-layout state dict.
+        num_classes: classifier outputs. None: the weights' class count (1000 without weights). With
+            ImageNet weights or a raw state dict and a different count, the trunk is loaded and the
+            classifier reset; a checkpoint of ours with a different count is refused (InputError) —
+            use :func:`backbone.checkpoint.model_from_checkpoint` then :meth:`GoogLeNet.reset_classifier`.
+        aux_logits: build the auxiliary heads (training only; their weights are dropped when absent).
+        dropout: classifier dropout; None: 0.4 paper, 0.2 torchvision.
+        transform_input: None: True for torchvision (as its ImageNet weights need), False for paper.
+        download: for ``"imagenet"``, fetch the file when missing, unless ``GOINGDEEPER_OFFLINE=1``.
+
+    Raises:
+        InputError: one line, for weights that are missing, unreadable or do not fit the variant.
+    """
+    if weights is None:
+        config = GoogLeNetConfig(variant=variant or "paper", num_classes=1000 if num_classes is None else num_classes,
+                                 aux_logits=aux_logits, dropout=dropout, transform_input=transform_input)
+        return GoogLeNet(config)
+    return build_with_weights(weights, variant=variant, num_classes=num_classes, aux_logits=aux_logits,
+                              dropout=dropout, transform_input=transform_input, download=download)
 
 
 def build_with_weights(weights: str | os.PathLike, *, variant: str | None = None, num_classes: int | None = None,

@@ -44,7 +44,7 @@ from torch import nn
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (bench/proposals.py would shadow the package)
 
 from backbone.fuse import fold_batchnorm_, prepare_for_inference_  # noqa: E402
-from backbone.googlenet import googlenet  # noqa: E402
+from backbone.weights import googlenet  # noqa: E402
 from detect.classifier import cpu_has_native_bf16  # noqa: E402
 from detect.crops import CropConfig, iter_normalized  # noqa: E402
 

@@ -80,7 +80,7 @@ def make_multibox(tmp: Path):
 
 def zero_shot_classifier():
     """The zero-shot classifier of ``detect run`` without --weights, on random ImageNet-shaped weights."""
-    from backbone.googlenet import googlenet
+    from backbone.weights import googlenet
     from detect.classifier import ZeroShotClassifier
     from detect.zeroshot import load_zeroshot_map
 

@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from backbone.errors import InputError, short_repr
-from backbone.googlenet import GoogLeNet, googlenet
+from backbone.googlenet import GoogLeNet
+from backbone.weights import googlenet
 from backbone.preprocess import Preprocessing
 from detect.config import MAX_CROP_SIZE
 from detect.crops import CropConfig, iter_normalized

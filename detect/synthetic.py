@@ -128,7 +128,8 @@ def skimage_backgrounds() -> list[Background]:
 
 def folder_backgrounds(folder: str | os.PathLike) -> list[Background]:
     """Every image of ``folder`` (e.g. coco128's ``train2017``), sorted by name, as RGB loaders."""
-    from backbone.images import list_images, read_image
+    from backbone.images import read_image
+    from backbone.inputs import list_images
 
     return [(str(p), (lambda p=p: read_image(p))) for p in list_images(folder)]
 

@@ -47,7 +47,7 @@ from torchvision.ops import clip_boxes_to_image, nms
 
 from backbone.checkpoint import checked_preprocessing, load_checkpoint, model_from_checkpoint, save_checkpoint
 from backbone.errors import InputError, short_repr
-from backbone.googlenet import googlenet
+from backbone.weights import googlenet
 from backbone.images import image_to_tensor
 from backbone.preprocess import Preprocessing
 from proposals.config import MultiBoxConfig  # noqa: F401  (re-exported; defined torch-free)

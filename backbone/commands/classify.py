@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from backbone.device import describe_device, resolve_device
-    from backbone.images import expand_inputs
+    from backbone.inputs import expand_inputs
     from backbone.weights import load_classifier
 
     if args.topk < 1:

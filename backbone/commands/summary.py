@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
                                f"{MIN_INPUT_SIZE} pixels")
     if args.input_size > 4096:
         raise InputError(None, f"--input-size {args.input_size} is above 4096; choose a smaller size")
-    from backbone.googlenet import googlenet
+    from backbone.weights import googlenet
     from backbone.summary import format_summary, summarize
 
     model = googlenet(variant=args.variant)

@@ -126,7 +126,7 @@ class CentreCropValidation:
 
 def _initial_model(args: argparse.Namespace, num_classes: int) -> GoogLeNet:
     from backbone.checkpoint import is_checkpoint, read_torch_file
-    from backbone.googlenet import googlenet
+    from backbone.weights import googlenet
 
     if args.weights is None:
         return googlenet(variant=args.variant or "paper", num_classes=num_classes)

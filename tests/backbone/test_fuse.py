@@ -5,7 +5,7 @@ import copy
 import torch
 
 from backbone.fuse import fold_batchnorm_
-from backbone.googlenet import googlenet
+from backbone.weights import googlenet
 
 
 def test_fold_batchnorm_keeps_logits():

@@ -14,9 +14,9 @@ from backbone.googlenet import (
     GoogLeNetConfig,
     InceptionAux,
     TrainOutputs,
-    googlenet,
     googlenet_loss,
 )
+from backbone.weights import googlenet
 
 
 

@@ -8,7 +8,8 @@ import pytest
 import torchvision
 
 from backbone.cli import main as backbone_main
-from backbone.googlenet import INCEPTION_WIDTHS, googlenet
+from backbone.googlenet import INCEPTION_WIDTHS
+from backbone.weights import googlenet
 from backbone.summary import TABLE1, format_mult_adds, format_params, format_summary, summarize
 
 

@@ -12,7 +12,7 @@ import torch
 
 from backbone.checkpoint import save_checkpoint
 from backbone.cli import main as backbone_main
-from backbone.googlenet import googlenet
+from backbone.weights import googlenet
 from backbone.preprocess import Preprocessing
 
 

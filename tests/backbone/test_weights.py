@@ -15,7 +15,7 @@ from torchvision.transforms._presets import ImageClassification
 
 from backbone.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
 from backbone.errors import InputError
-from backbone.googlenet import googlenet
+from backbone.weights import googlenet
 from backbone.preprocess import Preprocessing, preprocess, resize
 from backbone.weights import IMAGENET_FILE, imagenet_classes, imagenet_wnids, imagenet_weights_path, load_classifier
 

@@ -63,7 +63,7 @@ def test_code_carrying_pickle_refused_as_such(corpus, name):
 def test_backbone_checkpoint_is_not_a_region_classifier(tmp_path, corpus):
     """A checkpoint of another task (a plain backbone) given to `detect run`: one line, not a crash."""
     from backbone.checkpoint import save_checkpoint
-    from backbone.googlenet import googlenet
+    from backbone.weights import googlenet
     from backbone.preprocess import Preprocessing
 
     path = tmp_path / "backbone.pt"

@@ -53,7 +53,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_load_refuses_a_backbone_checkpoint(tmp_path):
     from backbone.checkpoint import save_checkpoint
-    from backbone.googlenet import googlenet
+    from backbone.weights import googlenet
 
     path = tmp_path / "backbone.pt"
     save_checkpoint(path, googlenet(variant="paper", num_classes=3, aux_logits=False), class_names=["a", "b", "c"],

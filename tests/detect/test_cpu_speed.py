@@ -27,7 +27,8 @@ import skimage.data
 import torch
 
 from backbone.fuse import ConvReLU, prepare_for_inference_
-from backbone.googlenet import BasicConv2d, googlenet
+from backbone.googlenet import BasicConv2d
+from backbone.weights import googlenet
 from detect import classifier as classifier_module
 from detect.classifier import Ensemble, RegionClassifier, autocast_dtype
 from detect.crops import CropConfig, iter_normalized, iter_warped, normalize

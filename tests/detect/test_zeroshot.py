@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 from backbone.errors import InputError
-from backbone.googlenet import googlenet
+from backbone.weights import googlenet
 from detect.classifier import ZeroShotClassifier
 from detect.zeroshot import ZEROSHOT_MAP, load_zeroshot_map
 
