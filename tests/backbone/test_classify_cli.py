@@ -14,7 +14,7 @@ import torch
 
 from backbone.checkpoint import model_from_checkpoint, save_checkpoint
 from backbone.cli import main as backbone_main
-from backbone.googlenet import googlenet
+from backbone.weights import googlenet
 from backbone.images import read_image
 from backbone.preprocess import Preprocessing
 
@@ -59,6 +59,7 @@ def ckpt(tmp_path):
 
 
 def _run(capsys, *argv):
+    capsys.readouterr()  # drop what the fixtures logged (an earlier CLI run leaves logging at INFO on stderr)
     code = backbone_main(["classify", *map(str, argv)])
     out, err = capsys.readouterr()
     return code, out, err.strip()
