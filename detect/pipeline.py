@@ -37,7 +37,7 @@ from detect.postprocess import PostprocessConfig, postprocess
 from detect.structures import Detections
 from detect.workpool import imap_ordered
 from proposals.merge import METHODS
-from proposals.types import Proposals
+from proposals.structures import Proposals
 
 if TYPE_CHECKING:
     from detect.classifier import Ensemble

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch-importing modules load when a command runs, not for --help
     from proposals.cache import CacheItem
-    from proposals.types import Proposals
+    from proposals.structures import Proposals
 
 
 def proposals_json(item: CacheItem, image_id: Any, props: Proposals, *, decimals: int = 2) -> dict[str, Any]:
     """One image's output entry (boxes xyxy in pixels, rounded to ``decimals``)."""
-    from proposals.types import SOURCES
+    from proposals.structures import SOURCES
 
     return {
         "file": item.file,

@@ -15,8 +15,8 @@ _WHERE = {
     "MultiBox": "proposals.multibox",
     "MultiBoxConfig": "proposals.config",
     "ProposalMethod": "proposals.merge",
-    "Proposals": "proposals.types",
-    "SOURCES": "proposals.types",
+    "Proposals": "proposals.structures",
+    "SOURCES": "proposals.structures",
     "SelectiveSearchConfig": "proposals.selective_search",
     "build_cache": "proposals.cache",
     "load_cached": "proposals.cache",
@@ -43,4 +43,4 @@ if TYPE_CHECKING:
     from proposals.metrics import proposal_recall
     from proposals.multibox import MultiBox, load_multibox
     from proposals.selective_search import SelectiveSearchConfig, selective_search, selective_search_many
-    from proposals.types import SOURCES, Proposals
+    from proposals.structures import SOURCES, Proposals

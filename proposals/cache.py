@@ -36,7 +36,7 @@ from backbone.errors import InputError
 from backbone.files import atomic_path, write_json
 from backbone.images import read_image
 from proposals.merge import ProposalMethod
-from proposals.types import Proposals
+from proposals.structures import Proposals
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ import torch
 from torchvision.ops import box_iou
 
 from proposals.config import DEDUPE_IOU, METHOD_NAMES, MULTIBOX_TOP_K, PAPER_SUPERPIXEL_SCALE
-from proposals.types import SOURCES, Proposals
+from proposals.structures import SOURCES, Proposals
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ priors).
   :mod:`detect.regions` for :mod:`detect.classifier`).
 * **Inference** (:meth:`MultiBox.propose`): the image is warped to a fixed square ``input_size`` and
   normalised with the backbone's mean/std; boxes come back in original pixels, clipped, the ``top_k``
-  (200, GoogLeNet section 8) by sigmoid confidence, as :class:`~proposals.types.Proposals` with source
+  (200, GoogLeNet section 8) by sigmoid confidence, as :class:`~proposals.structures.Proposals` with source
   index 1 (``"multibox"``). No NMS by default (the papers rank raw outputs; :mod:`proposals.merge`
   removes near-duplicates when combining with selective search); ``nms_iou`` turns one on.
 """
@@ -51,11 +51,11 @@ from backbone.weights import googlenet
 from backbone.images import image_to_tensor
 from backbone.preprocess import Preprocessing
 from proposals.config import MultiBoxConfig  # noqa: F401  (re-exported; defined torch-free)
-from proposals.types import SOURCES, Proposals
+from proposals.structures import SOURCES, Proposals
 
 log = logging.getLogger(__name__)
 
-#: Source index of MultiBox boxes in :class:`~proposals.types.Proposals`.
+#: Source index of MultiBox boxes in :class:`~proposals.structures.Proposals`.
 MULTIBOX_SOURCE = SOURCES.index("multibox")
 
 

@@ -48,7 +48,7 @@ from backbone.images import read_image
 from proposals.ss_features import colour_bins, region_features, texture_bins
 from proposals.ss_grouping import hierarchical_grouping
 from proposals.ss_segment import felzenszwalb_multi, convert_colour
-from proposals.types import Proposals
+from proposals.structures import Proposals
 
 log = logging.getLogger(__name__)
 

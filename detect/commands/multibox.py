@@ -194,7 +194,7 @@ def run_main(args: argparse.Namespace) -> int:
     from backbone.files import write_json
     from backbone.images import read_image
     from backbone.inputs import expand_inputs
-    from detect.commands.proposals import proposals_json
+    from detect.proposalfile import proposals_json
     from proposals.cache import as_items
     from proposals.multibox import load_multibox
 

@@ -47,7 +47,7 @@ from proposals.config import DEDUPE_IOU, METHOD_NAMES, MULTIBOX_TOP_K
 if TYPE_CHECKING:  # torch-importing modules load when the command runs, not for --help
     from proposals.cache import CacheItem
     from proposals.merge import ProposalMethod
-    from proposals.types import Proposals
+    from proposals.structures import Proposals
 
 log = logging.getLogger(__name__)
 

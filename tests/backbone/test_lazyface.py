@@ -14,7 +14,7 @@ SCRIPT = """
 import sys
 import backbone, detect, proposals
 assert "torch" not in sys.modules, "importing the package faces must not import torch"
-import proposals.types          # a submodule named like the stdlib's `types`
+import proposals.structures
 import proposals.config, proposals.merge
 assert proposals.config.MULTIBOX_TOP_K == 200 and proposals.merge.METHODS  # attributes set on the package
 import backbone.googlenet, backbone.preprocess, detect.postprocess, proposals.selective_search
@@ -23,7 +23,7 @@ assert backbone.preprocess.__name__ == "preprocess" and detect.postprocess.__nam
 assert proposals.selective_search.__name__ == "selective_search"
 from detect import Detector, DetectorConfig
 from proposals import Proposals
-assert Detector.__module__ == "detect.pipeline" and Proposals.__module__ == "proposals.types"
+assert Detector.__module__ == "detect.pipeline" and Proposals.__module__ == "proposals.structures"
 assert set(backbone.__all__) <= set(dir(backbone))
 try:
     backbone.no_such_name

@@ -19,7 +19,7 @@ import torch
 
 from backbone.errors import InputError
 from proposals.cache import build_cache, cache_dir, entry_path, load_cached, propose_many
-from proposals.types import Proposals
+from proposals.structures import Proposals
 
 CALLS: list[int] = []
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from proposals.merge import DEDUPE_IOU, METHODS, ProposalMethod, merge_proposals, paper_proposals
-from proposals.types import Proposals
+from proposals.structures import Proposals
 
 
 def props(boxes: list[list[float]], scores: list[float], source: int) -> Proposals:

@@ -17,7 +17,7 @@ from proposals.selective_search import (SelectiveSearchConfig, selective_search,
 from proposals.ss_features import adjacency, colour_bins, region_features, texture_bins
 from proposals.ss_grouping import hierarchical_grouping
 from proposals.ss_segment import COLOUR_SPACES, convert_colour, felzenszwalb_multi
-from proposals.types import Proposals
+from proposals.structures import Proposals
 
 SMALL = SelectiveSearchConfig(width=None, min_size=4)
 

@@ -1,4 +1,4 @@
-"""The one result type of every proposal method."""
+"""The one result type of every proposal method (as :mod:`detect.structures` holds the detector's)."""
 
 from __future__ import annotations
 
