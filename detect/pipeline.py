@@ -82,11 +82,6 @@ class DetectorOutput:
     proposals: Proposals
     timing: Timing
 
-    def __iter__(self) -> Iterator:
-        """``detections, proposals, timing = detector.detect(image)``, for callers written against the
-        tuple this used to be (tests, ``detect.validation``); new code reads the fields by name."""
-        return iter((self.detections, self.proposals, self.timing))
-
 
 # -- step 1: proposals -----------------------------------------------------------------------------------
 

@@ -166,7 +166,7 @@ class DetectionValidation:
                    disable=not wants_progress())
         for record, props in zip(self.dataset.records, self._proposals):
             image = read_image(record.file, max_pixels=self.config.max_pixels)
-            dets[record.image_id], _, _ = detector.detect(image, proposals=props)
+            dets[record.image_id] = detector.detect(image, proposals=props).detections
             bar.update()
         bar.close()
         return dets

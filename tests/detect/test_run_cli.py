@@ -51,14 +51,15 @@ def test_detector_on_real_photo(checkpoint, photos):
     detector = Detector(Ensemble.from_checkpoints([checkpoint]), DetectorConfig(fast=True, score_threshold=0.0),
                         device="cpu")
     image = read_image(photos / "astronaut.png")
-    dets, props, timing = detector.detect(image)
+    out = detector.detect(image)
+    dets, props = out.detections, out.proposals
     assert isinstance(dets, Detections) and 0 < len(dets) <= 100
     assert 0 < len(props) <= DetectorConfig().fast_max_proposals
     h, w = image.shape[:2]
     assert (dets.boxes[:, 0] >= 0).all() and (dets.boxes[:, 2] <= w).all() and (dets.boxes[:, 3] <= h).all()
     assert torch.all(dets.scores[:-1] >= dets.scores[1:])
     assert set(dets.labels.tolist()) <= {1, 2, 3}
-    assert timing.proposals > 0 and timing.classify > 0
+    assert out.timing.proposals > 0 and out.timing.classify > 0
 
 
 def test_run_writes_table_json_and_vis(checkpoint, photos, tmp_path, capsys):
@@ -85,8 +86,7 @@ def test_ensemble_of_two_same_as_averaging(checkpoint, photos, tmp_path):
     one = Detector(Ensemble.from_checkpoints([checkpoint]), DetectorConfig(fast=True), device="cpu")
     two = Detector(Ensemble.from_checkpoints([checkpoint, checkpoint]), DetectorConfig(fast=True), device="cpu")
     image = read_image(photos / "astronaut.png")
-    a, _, _ = one.detect(image)
-    b, _, _ = two.detect(image)
+    a, b = one.detect(image).detections, two.detect(image).detections
     torch.testing.assert_close(a.scores, b.scores)  # averaging identical members changes nothing
 
 
