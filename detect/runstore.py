@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -33,9 +34,12 @@ import torch
 from backbone.errors import InputError
 from backbone.files import write_json
 from detect.pipeline import ImageResult, Timing
+from detect.sharding import Shard, barrier
 from detect.structures import Detections
 
 MANIFEST = "run.json"
+
+log = logging.getLogger(__name__)
 
 
 def parts_folder(out: str | os.PathLike) -> Path:
@@ -84,6 +88,21 @@ def prepare(folder: Path, fp: dict, *, resume: bool) -> int:
     folder.mkdir(parents=True)
     write_json(manifest, fp, indent=1)
     return 0
+
+
+def open_run(folder: Path, fp: dict, shard: Shard, *, resume: bool) -> tuple[RankFile, int]:
+    """Start (or with ``resume`` continue) a run's per-image results in ``folder`` on every rank: the main rank
+    prepares the folder (:func:`prepare`), the others wait for it, then each opens its own file.
+
+    Returns ``(this rank's RankFile, inputs an earlier run already finished)``.
+    """
+    already = 0
+    if shard.is_main:
+        if not resume and (folder / MANIFEST).exists():
+            log.info("%s: results of an earlier unfinished run; starting over (--resume continues it)", folder)
+        already = prepare(folder, fp, resume=resume)
+    barrier(shard)
+    return RankFile.open(folder, shard.rank, shard.world), already
 
 
 def _scan(path: Path) -> Iterator[tuple[int, int, bool, int]]:

@@ -364,12 +364,7 @@ def _detect(args: argparse.Namespace, dataset: DetectionDataset, keep: list[int]
         fp = runstore.fingerprint(config=config.to_dict(), weights=args.weights,
                                   multibox_weights=args.multibox_weights, inputs=files, world=shard.world)
         fp["ground_truth"] = os.path.abspath(dataset.source)
-        if shard.is_main:
-            if not args.resume and (folder / runstore.MANIFEST).exists():
-                log.info("%s: results of an earlier unfinished run; starting over (--resume continues it)", folder)
-            already = runstore.prepare(folder, fp, resume=args.resume)
-        barrier(shard)
-        store = runstore.RankFile.open(folder, shard.rank, shard.world)
+        store, already = runstore.open_run(folder, fp, shard, resume=args.resume)
 
     detector = load_detector(args.weights, config, multibox_weights=args.multibox_weights, device=device)
     model_ids = [str(c) for c in detector.classifier.category_ids]

@@ -274,12 +274,7 @@ def main(args: argparse.Namespace) -> int:
         folder = runstore.parts_folder(args.out)
         fp = runstore.fingerprint(config={**config.to_dict(), "classes": args.classes}, weights=args.weights,
                                   multibox_weights=args.multibox_weights, inputs=inputs, world=shard.world)
-        if shard.is_main:
-            if not args.resume and (folder / runstore.MANIFEST).exists():
-                log.info("%s: results of an earlier unfinished run; starting over (--resume continues it)", folder)
-            already = runstore.prepare(folder, fp, resume=args.resume)
-        barrier(shard)
-        store = runstore.RankFile.open(folder, shard.rank, shard.world)
+        store, already = runstore.open_run(folder, fp, shard, resume=args.resume)
 
     from detect.pipeline import load_detector
 
