@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from backbone.errors import InputError, short_repr
+from backbone.errors import InputError, has_control, short_repr
 
 
 def is_number(value: Any) -> bool:
@@ -47,3 +47,21 @@ def check_id(path: Path, value: Any, what: str) -> Any:
         raise InputError(path, f"{what} {short_repr(value)} is a {type(value).__name__}, expected an integer or "
                                "a string")
     return value
+
+
+def read_categories(path: Path, cats: list) -> dict[Any, str]:
+    """COCO ``categories`` -> ``{id: name}``, checked: ids unique and of one kind (all integers or all
+    strings), names strings without control characters."""
+    names: dict[Any, str] = {}
+    for cat in cats:
+        check_fields(path, "category", cat, ("id", "name"))
+        check_id(path, cat["id"], "category id")
+        if cat["id"] in names:
+            raise InputError(path, f"duplicate category id {short_repr(cat['id'])}")
+        if not isinstance(cat["name"], str) or has_control(cat["name"]):
+            raise InputError(path, f"category id {short_repr(cat['id'])} has name {short_repr(cat['name'])}, "
+                                   "expected a string without control characters")
+        names[cat["id"]] = cat["name"]
+    if len({type(c) for c in names}) > 1:
+        raise InputError(path, "category ids mix integers and strings; use one kind in a file")
+    return names

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from backbone.errors import InputError, has_control, short_repr
 from backbone.safeio import load_json, read_bytes
-from detect.cocojson import check_fields, check_id, is_id, is_number, require_list
+from detect.cocojson import check_fields, check_id, is_id, is_number, read_categories, require_list
 
 log = logging.getLogger(__name__)
 
@@ -203,18 +203,7 @@ def read_coco(annotations: str | os.PathLike, images: str | os.PathLike | None =
     cats = require_list(path, data, "categories")
     image_root = Path(images).resolve() if images is not None else path.parent
 
-    categories: dict[int | str, str] = {}
-    for cat in cats:
-        check_fields(path, "category", cat, ("id", "name"))
-        check_id(path, cat["id"], "category id")
-        if cat["id"] in categories:
-            raise InputError(path, f"duplicate category id {short_repr(cat['id'])}")
-        if not isinstance(cat["name"], str) or has_control(cat["name"]):
-            raise InputError(path, f"category id {short_repr(cat['id'])} has name {short_repr(cat['name'])}, "
-                                   "expected a string without control characters")
-        categories[cat["id"]] = cat["name"]
-    if len({type(c) for c in categories}) > 1:
-        raise InputError(path, "category ids mix integers and strings; use one kind in a file")
+    categories: dict[int | str, str] = read_categories(path, cats)
     category_ids = sorted(categories)
     label_of = {cid: k + 1 for k, cid in enumerate(category_ids)}
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from backbone.errors import InputError, has_control, short_repr
 from backbone.safeio import load_json
-from detect.cocojson import check_fields, check_id, is_id, is_number, require_list
+from detect.cocojson import check_fields, check_id, is_id, is_number, read_categories, require_list
 from detect.evaluation.cocoeval import (IOU_THRESHOLDS, RECALL_THRESHOLDS, CocoEvalArrays, DetectionBoxes,
                                         GroundTruthBoxes, evaluate_boxes)
 
@@ -181,17 +181,7 @@ def coco_ground_truth_from_json(data: Any, path: str | os.PathLike, *,
         raise InputError(path, "not a COCO instances file: expected a JSON object with 'images', "
                                "'annotations' and 'categories'")
     images, anns, cats = (require_list(path, data, key) for key in ("images", "annotations", "categories"))
-    names: dict[Any, str] = {}
-    for cat in cats:
-        check_fields(path, "category", cat, ("id", "name"))
-        check_id(path, cat["id"], "category id")
-        if cat["id"] in names:
-            raise InputError(path, f"duplicate category id {short_repr(cat['id'])}")
-        if not isinstance(cat["name"], str) or has_control(cat["name"]):
-            raise InputError(path, f"category id {short_repr(cat['id'])} has name {short_repr(cat['name'])}, "
-                                   "expected a string without control characters")
-        names[cat["id"]] = cat["name"]
-    _one_kind(path, names, "category")
+    names: dict[Any, str] = read_categories(path, cats)
     files: dict[Any, str] = {}
     for img in images:
         check_fields(path, "image", img, ("id", "file_name", "width", "height"))
