@@ -89,7 +89,7 @@ def _ss_config(config: DetectorConfig) -> SelectiveSearchConfig:
     from proposals.selective_search import SelectiveSearchConfig  # loads numba's kernels: when first needed
 
     strategy = "single" if config.fast else "fast"
-    return SelectiveSearchConfig(strategy=strategy, superpixel_scale=config.superpixel_scale, seed=config.seed)
+    return SelectiveSearchConfig.rcnn(strategy, superpixel_scale=config.superpixel_scale, seed=config.seed)
 
 
 def _cap(props: Proposals, config: DetectorConfig) -> Proposals:

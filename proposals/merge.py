@@ -66,10 +66,11 @@ def merge_proposals(parts: list[Proposals], *, dedupe_iou: float | None = DEDUPE
 
 
 def default_ss_config(method: str) -> Any:
-    """The selective search config each method uses when none is given: fast mode, scale 1 or 2."""
+    """The selective search config each method uses when none is given: R-CNN's fast mode (the GoogLeNet
+    paper's proposals), scale 1 or 2."""
     from proposals.selective_search import SelectiveSearchConfig
 
-    return SelectiveSearchConfig(superpixel_scale=PAPER_SUPERPIXEL_SCALE if method == "paper" else 1.0)
+    return SelectiveSearchConfig.rcnn("fast", superpixel_scale=PAPER_SUPERPIXEL_SCALE if method == "paper" else 1.0)
 
 
 def ss_proposals(image: np.ndarray, *, ss_config: Any = None, multibox: Any = None,

@@ -39,6 +39,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -65,14 +66,23 @@ STRATEGIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]] 
     "fast": (("hsv", "lab"), ("CTSF", "TSF"), (50, 100)),
     "quality": (("hsv", "lab", "rgi", "h", "i"), ("CTSF", "TSF", "F", "S"), (50, 100, 150, 300)),
     "single": (("hsv",), ("CTSF",), (100,)),
+    # ours (issue 11): R-CNN's fast mode with four k instead of two, ranked and cut below (DIVERSE_LIST)
+    "diverse": (("hsv", "lab"), ("CTSF", "TSF"), (50, 100, 200, 400)),
 }
+#: R-CNN's strategies keep every box of 20 px and more at width 500 (``selective_search_boxes.m``)
+RCNN_STRATEGIES = ("fast", "quality", "single")
+#: how "diverse" cuts its pool (min_size, nms_iou, max_boxes): measured on coco128 against OpenCV's fast mode,
+#: bench/README-proposals.md -- no size filter, near-duplicates above IoU 0.8 dropped, the best 1,700 kept
+DIVERSE_LIST = (0, 0.8, 1700)
 
 
 @dataclass(frozen=True)
 class SelectiveSearchConfig:
-    """Settings of :func:`selective_search`; the defaults are R-CNN's "fast" mode (Girshick et al. 2014)."""
+    """Settings of :func:`selective_search`. The defaults are our "diverse" strategy, which finds more objects
+    per box than OpenCV's fast mode (BENCHMARKS.md); ``SelectiveSearchConfig.rcnn("fast")`` is R-CNN's fast
+    mode exactly (Girshick et al. 2014), which the detector uses (the GoogLeNet paper's proposals)."""
 
-    strategy: str = "fast"  # see STRATEGIES (Uijlings et al. section 5.2, R-CNN)
+    strategy: str = "diverse"  # see STRATEGIES (Uijlings et al. section 5.2, R-CNN; "diverse" is ours)
     superpixel_scale: float = 1.0  # multiplies Felzenszwalb k and min size; GoogLeNet paper section 8 uses 2
     # R-CNN resizes every image to width 500, up or down, before selective search; None = never.
     # Elongated images are capped at MAX_SIDE_FACTOR x width on their longer side
@@ -80,14 +90,29 @@ class SelectiveSearchConfig:
     upscale: bool = True  # False: only shrink images wider than ``width`` (ours before issue 11)
     # drop boxes narrower or lower than this, in pixels of the resized image (R-CNN: 20 at width 500), before
     # mapping back; the whole-image box is always kept. 0 keeps everything (as OpenCV does)
-    min_size: int = 20
+    min_size: int = DIVERSE_LIST[0]
     seed: int = 0  # seeds the random part of the ranking (Uijlings et al. section 4.1)
     sigma: float = 0.8  # Felzenszwalb pre-smoothing (Uijlings et al. / R-CNN)
-    max_boxes: int | None = None  # keep only the best-ranked boxes; None = all (R-CNN)
+    max_boxes: int | None = DIVERSE_LIST[2]  # keep only the best-ranked boxes; None = all (R-CNN)
     # near-duplicate removal after ranking: drop a box whose IoU with a better-ranked kept box exceeds this
     # (greedy NMS in rank order); None = exact duplicates only (R-CNN). Measured on coco128 with the list
     # cut to 1,600 boxes: 0.9 gains recall@0.5 +0.027 and recall@0.7 +0.010 (bench/README-proposals.md)
-    nms_iou: float | None = None
+    nms_iou: float | None = DIVERSE_LIST[1]
+
+    @classmethod
+    def rcnn(cls, strategy: str = "fast", **overrides: Any) -> SelectiveSearchConfig:
+        """R-CNN's settings for one of its strategies (:data:`RCNN_STRATEGIES`): 20 px size filter at width 500,
+        every box kept, exact duplicates only; ``overrides`` set other fields (``superpixel_scale``, ``seed``)."""
+        if strategy not in RCNN_STRATEGIES:
+            raise ValueError(f"{strategy!r} is not one of R-CNN's strategies {RCNN_STRATEGIES}")
+        return cls(**{"strategy": strategy, "min_size": 20, "nms_iou": None, "max_boxes": None, **overrides})
+
+    @classmethod
+    def for_strategy(cls, strategy: str, **overrides: Any) -> SelectiveSearchConfig:
+        """A strategy with its own list settings: R-CNN's for its strategies, the defaults for "diverse"."""
+        if strategy in RCNN_STRATEGIES:
+            return cls.rcnn(strategy, **overrides)
+        return cls(strategy=strategy, **overrides)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

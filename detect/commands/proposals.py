@@ -65,7 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MultiBox checkpoint (for --method multibox or paper)")
     parser.add_argument("--superpixel-scale", type=float, default=None,
                         help="selective search superpixel size factor (default: 1 for ss, 2 for paper)")
-    parser.add_argument("--strategy", default="fast", help="selective search strategy (default: %(default)s)")
+    parser.add_argument("--strategy", default=None,
+                        help="selective search strategy: diverse (ours: more objects per box than OpenCV's fast "
+                             "mode), or R-CNN's fast, quality, single (default: diverse for ss, fast for paper, "
+                             "as the GoogLeNet paper)")
     parser.add_argument("--top-k", type=int, default=MULTIBOX_TOP_K, help="MultiBox boxes per image")
     parser.add_argument("--dedupe-iou", type=float, default=DEDUPE_IOU,
                         help="paper: drop a box overlapping a better-ranked one by more than this IoU "
@@ -97,14 +100,15 @@ def build_method(args: argparse.Namespace) -> ProposalMethod:
     if args.method != "multibox":
         from proposals.selective_search import STRATEGIES, SelectiveSearchConfig
 
-        if args.strategy not in STRATEGIES:
-            raise InputError(None, f"--strategy {args.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        strategy = args.strategy or ("fast" if args.method == "paper" else "diverse")
+        if strategy not in STRATEGIES:
+            raise InputError(None, f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
         scale = args.superpixel_scale
         if scale is None:
             scale = 2.0 if args.method == "paper" else 1.0
         if scale <= 0:
             raise InputError(None, f"--superpixel-scale must be > 0, got {scale}")
-        ss_config = SelectiveSearchConfig(strategy=args.strategy, superpixel_scale=scale)
+        ss_config = SelectiveSearchConfig.for_strategy(strategy, superpixel_scale=scale)
     weights = None
     if args.weights is not None and args.method == "ss":
         log.warning("--weights is ignored by --method ss")

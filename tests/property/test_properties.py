@@ -226,7 +226,7 @@ def test_selective_search_boxes_inside_image(h, w, seed, strategy, blocky):
         image = np.pad(image, ((0, h - image.shape[0]), (0, w - image.shape[1]), (0, 0)), mode="edge")
     else:
         image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    props = selective_search(image, SelectiveSearchConfig(strategy=strategy, min_size=0))
+    props = selective_search(image, SelectiveSearchConfig.for_strategy(strategy, min_size=0))
     b = props.boxes
     assert b.dtype == torch.float32 and b.ndim == 2 and b.shape[1] == 4 and len(b) >= 1
     assert torch.isfinite(b).all()

@@ -97,7 +97,7 @@ def test_real_selective_search_paper_method(rng: np.random.Generator) -> None:
     image[10:40, 10:50] = (200, 30, 30)
     image[30:55, 45:75] = (20, 180, 40)
     image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
-    config = ss_module.SelectiveSearchConfig(min_size=5)
+    config = ss_module.SelectiveSearchConfig.rcnn("fast", min_size=5)
     ss = ProposalMethod("ss", ss_config=config)(image)
     paper = ProposalMethod("paper", ss_config=config)(image)
     assert len(ss) > 0 and len(paper) > 0 and torch.all(paper.sources == 0)

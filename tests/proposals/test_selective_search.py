@@ -19,7 +19,7 @@ from proposals.ss_grouping import hierarchical_grouping
 from proposals.ss_segment import COLOUR_SPACES, convert_colour, felzenszwalb_multi
 from proposals.structures import Proposals
 
-SMALL = SelectiveSearchConfig(width=None, min_size=4)
+SMALL = SelectiveSearchConfig.rcnn("fast", width=None, min_size=4)
 
 # three objects on a noisy grey background: (x1, y1, x2, y2) and how they are drawn
 RECTS = [(10, 8, 40, 36), (60, 14, 112, 44), (22, 56, 74, 88)]
@@ -60,7 +60,7 @@ def test_seeded_ranking(rng: np.random.Generator) -> None:
     img = scene(rng)
     a = selective_search(img, SMALL)
     b = selective_search(img, SMALL)
-    c = selective_search(img, SelectiveSearchConfig(width=None, min_size=4, seed=1))
+    c = selective_search(img, SelectiveSearchConfig.rcnn("fast", width=None, min_size=4, seed=1))
     assert torch.equal(a.boxes, b.boxes) and torch.equal(a.scores, b.scores)
     assert not torch.equal(a.boxes, c.boxes)  # another order ...
     key = lambda x: sorted(map(tuple, x.boxes.tolist()))  # noqa: E731
@@ -111,7 +111,7 @@ def test_grey_and_rgba_inputs(rng: np.random.Generator) -> None:
 
 def test_wide_image_is_resized_and_boxes_mapped_back(rng: np.random.Generator) -> None:
     big = np.repeat(np.repeat(scene(rng), 10, axis=0), 10, axis=1)  # 960 x 1280
-    props = selective_search(big, SelectiveSearchConfig(width=128, min_size=20))
+    props = selective_search(big, SelectiveSearchConfig.rcnn("fast", width=128, min_size=20))
     gt = torch.tensor(RECTS, dtype=torch.float32) * 10
     assert props.boxes[:, 2].max() == 1280 and props.boxes[:, 3].max() == 960
     assert (box_iou(gt, props.boxes).max(dim=1).values >= 0.9).all()
@@ -120,7 +120,7 @@ def test_wide_image_is_resized_and_boxes_mapped_back(rng: np.random.Generator) -
 def test_superpixel_scale_reduces_boxes(rng: np.random.Generator) -> None:
     img = rng.integers(0, 256, size=(60, 80, 3), dtype=np.uint8)
     one = selective_search_arrays(img, SMALL)[0]
-    two = selective_search_arrays(img, SelectiveSearchConfig(width=None, min_size=4, superpixel_scale=2))[0]
+    two = selective_search_arrays(img, SelectiveSearchConfig.rcnn("fast", width=None, min_size=4, superpixel_scale=2))[0]
     assert 0 < len(two) < len(one)
 
 
@@ -134,7 +134,7 @@ def test_config_is_validated() -> None:
 @pytest.mark.parametrize("strategy", ["single", "quality"])
 def test_other_strategies(strategy: str, rng: np.random.Generator) -> None:
     img = scene(rng)[::2, ::2].copy()
-    props = selective_search(img, SelectiveSearchConfig(strategy=strategy, width=None, min_size=2))
+    props = selective_search(img, SelectiveSearchConfig.for_strategy(strategy, width=None, min_size=2))
     gt = torch.tensor(RECTS, dtype=torch.float32) / 2
     assert (box_iou(gt, props.boxes).max(dim=1).values >= 0.5).all()
 
