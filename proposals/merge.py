@@ -194,9 +194,12 @@ class ProposalMethod:
         """JSON-able settings that determine the output (the device does not); weights by content hash."""
         ss = self.resolved_ss_config()
         uses_mb = self.name != "ss" and self.multibox_weights is not None
+        from proposals.selective_search import ALGORITHM_VERSION
+
         return {
             "method": self.name,
             "ss_config": None if ss is None else dataclasses.asdict(ss),
+            "ss_algorithm": None if ss is None else ALGORITHM_VERSION,
             "multibox_weights_sha256": _file_sha256(self.multibox_weights) if uses_mb else None,
             "top_k": self.top_k if uses_mb else None,
             "dedupe_iou": self.dedupe_iou if self.name == "paper" else None,

@@ -69,6 +69,9 @@ STRATEGIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]] 
     # ours (issue 11): R-CNN's fast mode with four k instead of two, ranked and cut below (DIVERSE_LIST)
     "diverse": (("hsv", "lab"), ("CTSF", "TSF"), (50, 100, 200, 400)),
 }
+#: Bumped whenever the same config gives other boxes (proposal caches are named by it): 2 = Felzenszwalb edge
+#: weights in 1/4096 instead of 1/16 grey level (issue 11)
+ALGORITHM_VERSION = 2
 #: R-CNN's strategies keep every box of 20 px and more at width 500 (``selective_search_boxes.m``)
 RCNN_STRATEGIES = ("fast", "quality", "single")
 #: how "diverse" cuts its pool (min_size, nms_iou, max_boxes): measured on coco128 against OpenCV's fast mode,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import numpy as np
@@ -106,3 +107,14 @@ def test_real_selective_search_paper_method(rng: np.random.Generator) -> None:
     assert ProposalMethod("ss").resolved_ss_config().superpixel_scale == 1.0
     assert ProposalMethod("paper").resolved_ss_config().superpixel_scale == 2.0
     assert ProposalMethod("ss").config_hash() != ProposalMethod("paper").config_hash()
+
+
+def test_cache_names_change_with_the_selective_search_algorithm(monkeypatch):
+    """A proposal cache made by an earlier selective search (same config, other boxes: issue 11's Felzenszwalb
+    fix) is not reused: the algorithm version is part of the hash that names the cache folder."""
+    ss_module = importlib.import_module("proposals.selective_search")
+    method = ProposalMethod("paper")
+    before = method.config_hash()
+    assert method.describe()["ss_algorithm"] == ss_module.ALGORITHM_VERSION
+    monkeypatch.setattr(ss_module, "ALGORITHM_VERSION", ss_module.ALGORITHM_VERSION + 1)
+    assert method.config_hash() != before
