@@ -44,9 +44,8 @@ log = logging.getLogger(__name__)
 
 #: learning rate and Polyak decay when fine-tuning from weights (R-CNN) and when training from scratch
 #: (--weights none: measured on bench/learnability.py's shapes, see README "Learning from scratch")
-FINE_TUNE_LR, FINE_TUNE_POLYAK, FINE_TUNE_SCHEDULE = 0.001, 0.999, "step"
-SCRATCH_LR, SCRATCH_POLYAK, SCRATCH_SCHEDULE = 0.01, 0.0, "step"
-SCRATCH_WARMUP = 0
+FINE_TUNE_LR, FINE_TUNE_POLYAK = 0.001, 0.999
+SCRATCH_LR, SCRATCH_POLYAK = 0.01, 0.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,12 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help=f"learning rate (default: {FINE_TUNE_LR} = R-CNN's fine-tuning rate when starting from "
                           f"weights; {SCRATCH_LR} with --weights none, where {FINE_TUNE_LR} barely moves a random "
                           "init in a few epochs)")
-    opt.add_argument("--lr-schedule", choices=["step", "cosine"], default=None,
+    opt.add_argument("--lr-schedule", choices=["step", "cosine"], default="step",
                      help="step: the paper's 4%% decay every 8 epochs; cosine: from --lr down to 0 over the run, "
-                          f"step by step (default: {FINE_TUNE_SCHEDULE} from weights, {SCRATCH_SCHEDULE} with --weights none)")
-    opt.add_argument("--warmup", type=int, default=None, metavar="STEPS",
-                     help=f"linear learning-rate warm-up from lr / 100 over the first STEPS steps (default: 0 when "
-                          f"starting from weights; {SCRATCH_WARMUP} with --weights none)")
+                          "step by step (default: %(default)s; cosine measured worse on the short from-scratch "
+                          "runs of README 'Learning from scratch')")
+    opt.add_argument("--warmup", type=int, default=0, metavar="STEPS",
+                     help="linear learning-rate warm-up from lr / 100 over the first STEPS steps (default: %(default)s)")
     opt.add_argument("--weight-decay", type=float, default=5e-4, help="R-CNN's (default: 5e-4)")
     opt.add_argument("--polyak", type=float, default=None,
                      help=f"EMA decay per step for the final weights (section 6); 0 = off (default: {FINE_TUNE_POLYAK} "
@@ -180,10 +179,8 @@ def main(args: argparse.Namespace) -> int:
     scratch = weights is None
     lr = args.lr if args.lr is not None else SCRATCH_LR if scratch else FINE_TUNE_LR
     polyak = args.polyak if args.polyak is not None else SCRATCH_POLYAK if scratch else FINE_TUNE_POLYAK
-    schedule = args.lr_schedule or (SCRATCH_SCHEDULE if scratch else FINE_TUNE_SCHEDULE)
-    warmup = args.warmup if args.warmup is not None else SCRATCH_WARMUP if scratch else 0
-    if warmup < 0:
-        raise InputError(None, f"--warmup must be >= 0 steps, not {warmup}")
+    if args.warmup < 0:
+        raise InputError(None, f"--warmup must be >= 0 steps, not {args.warmup}")
 
     t0 = time.perf_counter()
     proposals = _proposals(args, records)
@@ -200,7 +197,8 @@ def main(args: argparse.Namespace) -> int:
     regions_per_group = regions.pos_per_group + regions.bg_per_group
     validate = None if val_set is None else _validation(args, val_set)
     config = TrainConfig(epochs=args.epochs, batch_size=regions.groups_per_batch, lr=lr,
-                         weight_decay=args.weight_decay, lr_schedule=schedule, warmup_steps=warmup, polyak=polyak, amp=args.amp,
+                         weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, warmup_steps=args.warmup,
+                         polyak=polyak, amp=args.amp,
                          channels_last=args.channels_last, workers=args.workers,
                          checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device)
     run_config = {

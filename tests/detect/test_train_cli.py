@@ -181,3 +181,18 @@ def test_crop_size_out_of_range_is_one_line_before_anything_is_read(tmp_path, ca
                  "--crop-size", size, "--padding", "0", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "crop size" in err and "absent.json" not in err and "\n" not in err
+
+
+def test_lr_schedule_and_warmup_reach_the_training_loop(tmp_path):
+    """`--lr-schedule cosine --warmup N` are what the run uses (config.json) and what its first epoch starts
+    at (lr / 100, the warm-up's first step); the defaults are the paper's step decay without warm-up."""
+    assert main(_train_argv(tmp_path, "cos", "--max-images", "2", "--lr-schedule", "cosine", "--warmup", "3")) == 0
+    train = json.loads((tmp_path / "cos" / "config.json").read_text())["train"]
+    assert (train["lr_schedule"], train["warmup_steps"]) == ("cosine", 3)
+    records = _records(tmp_path / "cos")
+    assert records[0]["lr"] == pytest.approx(0.01 * 0.01)
+    assert records[1]["lr"] == pytest.approx(0.01 * 0.5)  # cosine half way (the warm-up is over by then)
+    assert main(_train_argv(tmp_path, "plain", "--max-images", "2")) == 0
+    train = json.loads((tmp_path / "plain" / "config.json").read_text())["train"]
+    assert (train["lr_schedule"], train["warmup_steps"]) == ("step", 0)
+    assert [r["lr"] for r in _records(tmp_path / "plain")] == pytest.approx([0.01, 0.01])
