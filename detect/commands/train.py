@@ -10,8 +10,8 @@ Examples:
   detect train --annotations ann.json --images imgs/ --out runs/rc1                  # SS proposals, ImageNet init
   detect train --annotations ann.json --images imgs/ --proposals-cache cache/ss-3f2a9c01b7de --out runs/rc2 --seed 2
   detect train --annotations ann.json --images imgs/ --proposals paper --multibox-weights mb.pt --out runs/rc3
-  detect train --annotations ann.json --images imgs/ --weights none --crop-size 32 --padding 2 --fg-iou 0.7 --out runs/s
-                                               # from scratch (lr 0.01, no Polyak averaging; README "Learning from scratch")
+  detect train --annotations ann.json --images imgs/ --weights none --crop-size 48 --padding 3 \\
+      --fg-iou 0.8 --near-background 0.5 --out runs/s  # from scratch (lr 0.01, no Polyak; README: from scratch)
   detect train ... --out runs/rc1 --resume                                          # continue a killed run
   detect train --annotations train.json --images train/ --val-annotations val.json --val-images val/ --out runs/rc1
   detect train --annotations ann.json --images imgs/ --val-fraction 0.1 --out runs/rc1   # hold out 10 % of images
