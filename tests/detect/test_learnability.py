@@ -43,8 +43,8 @@ def two_threads():
 def test_from_scratch_detector_learns_shapes(tmp_path, coco128, two_threads):
     """192 training images, one epoch of the recipe (48 px crops), 16 test images on other photographs
     (coco128's and scikit-image's, as the benchmark: scikit-image's photographs alone are too few to
-    generalise from in so few steps — measured AP50 0.54 with them at 32 px); scored as `detect eval --weights` (not --fast, whose
-    300-proposal cap measured AP50 0.52 after 2 epochs)."""
+    generalise from in so few steps — measured AP50 0.54 with them at 32 px); scored as `detect eval
+    --weights` (not --fast, whose 300-proposal cap measured AP50 0.52 after 2 epochs at 32 px)."""
     config = ShapesConfig(train_images=192, test_images=16, seed=3)
     backgrounds = folder_backgrounds(coco128["images"]) + skimage_backgrounds()
     train, test = make_shapes(tmp_path / "data", backgrounds, config)
